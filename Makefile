@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BACKFILL_DAYS ?= 28
+
+.PHONY: demo run test test-fast bench bench-smoke screenshot clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## web app + CoAP gateway + scheduler + simulator, with simulated history
+	$(BIN)/parking-run --simulate --backfill-days $(BACKFILL_DAYS)
+
+run: $(STAMP)  ## the same for real sensors: no simulator
+	$(BIN)/parking-run
+
+test: $(STAMP)  ## the whole suite (SQLite, and PostgreSQL when reachable)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## benchmarks (by hand; minutes)
+	$(BIN)/python -m bench
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke
+
+screenshot: $(STAMP)  ## docs/map.png from a running instance (make demo in another shell)
+	$(BIN)/python docs/screenshot.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .hypothesis

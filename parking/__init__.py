@@ -1,0 +1,69 @@
+"""The parking occupancy application: `create_app` wires settings, extensions, blueprints and CLI."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from .config import settings_from
+from . import extensions
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the Flask app; `config` (e.g. a test mapping) overrides the environment."""
+    app = Flask(__name__, static_folder=str(Path(__file__).resolve().parent.parent / "static"))
+    app.config.from_mapping(settings_from(config))
+    app.config["SQLALCHEMY_DATABASE_URI"] = _absolute_sqlite_url(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+
+    extensions.db.init_app(app)
+    extensions.migrate.init_app(app, extensions.db, directory=str(MIGRATIONS_DIR))
+    # Imported as a module attribute: the `parking.api` subpackage would shadow a bare `api`.
+    extensions.api.init_app(app)
+
+    from . import cli, errors, pages
+    from .api import health, lots, reports
+
+    errors.init_app(app)
+    for blp in (lots.blp, reports.blp):
+        extensions.api.register_blueprint(blp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
+    cli.init_app(app)
+    return app
+
+
+def _absolute_sqlite_url(url: str) -> str:
+    """Resolve a relative SQLite path against the working directory and create its folder.
+
+    Flask-SQLAlchemy would otherwise resolve it against the instance folder, so
+    `sqlite:///instance/parking.db` (the contract's default) would end up one level too deep.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = Path(parsed.database)
+    if not path.is_absolute():
+        path = Path(os.getcwd()) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):  # noqa: ARG001
+    """WAL lets readers work while the gateway writes; busy_timeout makes writers wait, not fail."""
+    module = type(dbapi_connection).__module__
+    if not module.startswith("sqlite3"):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

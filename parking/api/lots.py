@@ -1,0 +1,204 @@
+"""Lots as GeoJSON: the live list, one lot with its bays, the events export and the admin import."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from flask import Response, current_app, request, stream_with_context
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, ValidationError, fields, validate, validates
+from sqlalchemy import and_, func, select
+
+from ..auth import require_admin
+from ..current import bay_status, lot_states
+from ..extensions import db
+from ..lots import LotFileError, import_lots
+from ..models import Bay, Lot
+from ..models import Reading as ReadingRow
+from ..timefmt import iso_utc
+from .common import RangeArgsSchema, lot_or_404, resolve_range
+
+blp = Blueprint("lots", __name__, url_prefix="/api/lots", description="Lots and their live state")
+
+
+class LotsQueryArgsSchema(Schema):
+    """Filters of the lot list."""
+
+    bbox = fields.String(metadata={"description": "minlon,minlat,maxlon,maxlat"})
+    park_and_ride = fields.Boolean(metadata={"description": "only park-and-ride lots"})
+    min_free = fields.Integer(validate=validate.Range(min=0))
+
+    @validates("bbox")
+    def _bbox(self, value: str, **kwargs) -> None:
+        """Four numbers, min before max."""
+        parse_bbox(value)
+
+
+def parse_bbox(value: str) -> tuple[float, float, float, float]:
+    """minlon,minlat,maxlon,maxlat as floats; ValidationError when malformed."""
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError as exc:
+        raise ValidationError("bbox must be four numbers: minlon,minlat,maxlon,maxlat") from exc
+    if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
+        raise ValidationError("bbox must be minlon,minlat,maxlon,maxlat with min ≤ max")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+class FeatureCollectionSchema(Schema):
+    """A GeoJSON FeatureCollection of lots."""
+
+    type = fields.String(dump_default="FeatureCollection")
+    features = fields.List(fields.Dict())
+
+
+class ImportResultSchema(Schema):
+    """What an import changed."""
+
+    lots_added = fields.Integer()
+    lots_updated = fields.Integer()
+    bays_added = fields.Integer()
+
+
+def lot_feature(lot: Lot, state, stale_after: float) -> dict:
+    """One lot as a GeoJSON Point feature with its live counts."""
+    return {
+        "type": "Feature",
+        "id": lot.id,
+        "geometry": {"type": "Point", "coordinates": [lot.lon, lot.lat]},
+        "properties": {
+            "name": lot.name,
+            "category": lot.category,
+            "total": state.total,
+            "free": state.free,
+            "occupied": state.occupied,
+            "unknown": state.unknown,
+            "occupancy": state.occupancy,
+            "status": state.status(),
+            "updated_at": iso_utc(state.updated_at),
+            "park_and_ride": lot.park_and_ride,
+            "url": lot.url,
+            "address": lot.address,
+            "opening_hours": lot.opening_hours,
+            "timezone": lot.timezone,
+        },
+    }
+
+
+@blp.route("")
+class LotsView(MethodView):
+    """The lot list."""
+
+    @blp.arguments(LotsQueryArgsSchema, location="query")
+    @blp.response(200, FeatureCollectionSchema)
+    def get(self, args):
+        """Every lot with its free, occupied and unknown bays now."""
+        stale = current_app.config["STALE_AFTER"]
+        query = select(Lot).order_by(Lot.id)
+        if "bbox" in args:
+            minlon, minlat, maxlon, maxlat = parse_bbox(args["bbox"])
+            query = query.where(Lot.lon.between(minlon, maxlon), Lot.lat.between(minlat, maxlat))
+        if args.get("park_and_ride"):
+            query = query.where(Lot.park_and_ride.is_not(None))
+        lots = db.session.scalars(query).all()
+        states = lot_states(stale, lot_ids=[l.id for l in lots] if "bbox" in args else None)
+        features = [lot_feature(lot, states[lot.id], stale) for lot in lots]
+        if args.get("park_and_ride"):  # JSON null is stored as SQL NULL or JSON 'null'
+            features = [f for f in features if f["properties"]["park_and_ride"]]
+        if "min_free" in args:
+            features = [f for f in features if f["properties"]["free"] >= args["min_free"]]
+        return {"type": "FeatureCollection", "features": features}
+
+    @require_admin
+    @blp.response(200, ImportResultSchema)
+    @blp.doc(security=[{"bearerAuth": []}])
+    def post(self):
+        """Import or update lots from a GeoJSON FeatureCollection (admin; contract §2)."""
+        doc = request.get_json(silent=True)
+        if doc is None:
+            abort(400, message="the body must be a GeoJSON FeatureCollection (application/json)")
+        try:
+            return import_lots(doc, current_app.config["TIMEZONE"])
+        except LotFileError as exc:
+            abort(400, message=exc.message)
+
+
+@blp.route("/<lot_id>")
+class LotView(MethodView):
+    """One lot."""
+
+    @blp.response(200)
+    def get(self, lot_id):
+        """The lot with the status of each of its bays."""
+        lot = lot_or_404(lot_id)
+        stale = current_app.config["STALE_AFTER"]
+        now = time.time()
+        feature = lot_feature(lot, lot_states(stale, now, [lot.id])[lot.id], stale)
+        feature["properties"]["bays"] = [
+            {
+                "id": bay.id,
+                "status": bay_status(bay, stale, now),
+                "since": iso_utc(bay.state_since),
+                "last_seen": iso_utc(bay.last_seen),
+                "battery": bay.battery,
+            }
+            for bay in lot.bays
+        ]
+        return feature
+
+
+@blp.route("/<lot_id>/events.csv")
+class LotEventsView(MethodView):
+    """Raw state changes of a lot's bays."""
+
+    @blp.arguments(RangeArgsSchema, location="query")
+    @blp.response(200, content_type="text/csv")
+    def get(self, args, lot_id):
+        """Every stored reading that changed a bay's state, in ts order (CSV)."""
+        lot = lot_or_404(lot_id)
+        start, end = resolve_range(args, lot.timezone)
+        filename = f"events-{lot.id}-{args['from']}-{args['to']}.csv".replace(":", "")
+        return Response(
+            stream_with_context(_event_rows(lot.id, start, end)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+
+def _event_rows(lot_id: str, start: float, end: float):
+    """CSV lines of state changes in [start, end); each bay's state before start decides the first."""
+    last_before = (
+        select(ReadingRow.bay_id, func.max(ReadingRow.ts).label("ts"))
+        .join(Bay, Bay.id == ReadingRow.bay_id)
+        .where(Bay.lot_id == lot_id, ReadingRow.ts < start)
+        .group_by(ReadingRow.bay_id)
+        .subquery()
+    )
+    previous: dict[str, bool] = {}
+    prior = select(ReadingRow.bay_id, ReadingRow.occupied, ReadingRow.id).join(
+        last_before,
+        and_(ReadingRow.bay_id == last_before.c.bay_id, ReadingRow.ts == last_before.c.ts),
+    ).order_by(ReadingRow.id)
+    for bay_id, occupied, _ in db.session.execute(prior):
+        previous[bay_id] = occupied  # equal ts: the later-stored one wins
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["bay_id", "ts", "occupied"])
+    rows = db.session.execute(
+        select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
+        .join(Bay, Bay.id == ReadingRow.bay_id)
+        .where(Bay.lot_id == lot_id, ReadingRow.ts >= start, ReadingRow.ts < end)
+        .order_by(ReadingRow.ts, ReadingRow.id)
+        .execution_options(yield_per=5000)
+    )
+    for count, (bay_id, ts, occupied) in enumerate(rows):
+        if previous.get(bay_id) != occupied:
+            writer.writerow([bay_id, iso_utc(ts), "true" if occupied else "false"])
+        previous[bay_id] = occupied
+        if count % 1000 == 999:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

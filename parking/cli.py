@@ -1,0 +1,82 @@
+"""Flask CLI commands: init-db, import-lots, rollup, simulate, sensors."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask_migrate import upgrade
+
+from .lots import LotFileError, has_lots, import_lot_file
+
+
+def init_db() -> None:
+    """Create or upgrade the schema to the newest migration."""
+    upgrade(directory=current_app.extensions["migrate"].directory)
+
+
+def ensure_lots() -> None:
+    """Import PARKING_LOTS_FILE when the database has no lots yet."""
+    if not has_lots():
+        counts = import_lot_file(current_app.config["LOTS_FILE"], current_app.config["TIMEZONE"])
+        click.echo(f"imported {current_app.config['LOTS_FILE']}: {counts}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands."""
+
+    @app.cli.command("init-db")
+    def init_db_command():
+        """Create or upgrade the database schema (migrations)."""
+        init_db()
+        click.echo("database is at the newest schema")
+
+    @app.cli.command("import-lots")
+    @click.argument("path", type=click.Path(dir_okay=False))
+    def import_lots_command(path):
+        """Import or update lots from a GeoJSON file (idempotent; never drops history)."""
+        init_db()
+        try:
+            counts = import_lot_file(path, current_app.config["TIMEZONE"])
+        except LotFileError as exc:
+            raise click.ClickException(f"refused, nothing imported: {exc.message}") from exc
+        click.echo(
+            f"lots added {counts['lots_added']}, updated {counts['lots_updated']}, "
+            f"bays added {counts['bays_added']}"
+        )
+
+    @app.cli.command("rollup")
+    @click.option("--full", is_flag=True, help="recompute every hour with readings (after changing PARKING_STALE_AFTER)")
+    def rollup_command(full):
+        """Bring the hourly aggregates up to date."""
+        from .rollup import mark_all, run_rollup
+
+        if full:
+            click.echo(f"marked {mark_all()} hours for recomputation")
+        stats = run_rollup()
+        click.echo(f"rolled up {stats.hours} hours of {stats.lots} lots in {stats.seconds:.2f} s")
+
+    @app.cli.command("simulate")
+    @click.option("--backfill-days", default=0, show_default=True, type=click.IntRange(0, 3660))
+    @click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01))
+    @click.option("--coap", default=None, help="gateway HOST:PORT (default PARKING_COAP_HOST:PORT)")
+    @click.option("--seed", default=1, show_default=True, type=int)
+    @click.option("--no-live", is_flag=True, help="only backfill, then exit")
+    def simulate_command(backfill_days, speed, coap, seed, no_live):
+        """Run simulated bay sensors against the gateway, after writing simulated history."""
+        from gateway.simulator import run_simulator
+
+        init_db()
+        ensure_lots()
+        coap = coap or f"{current_app.config['COAP_HOST']}:{current_app.config['COAP_PORT']}"
+        run_simulator(current_app._get_current_object(), backfill_days, speed, coap, seed, live=not no_live)
+
+    @app.cli.command("sensors")
+    @click.option("--all", "show_all", is_flag=True, help="every sensor, not only those needing attention")
+    def sensors_command(show_all):
+        """List sensors that are silent past stale_after or low on battery."""
+        from .sensors import sensor_report
+
+        for row in sensor_report(only_problems=not show_all):
+            click.echo(
+                f"{row['bay']:<16} {row['lot']:<24} {row['problem'] or 'ok':<12} "
+                f"last seen {row['last_seen'] or 'never'}  battery {row['battery']}"
+            )

@@ -1,0 +1,51 @@
+"""Settings: one class reading environment variables, each with a default that works on one machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_LOTS_FILE = PACKAGE_DIR / "data" / "regensburg.geojson"
+
+
+def _env_int(name: str, default: int) -> int:
+    """Read an integer setting, failing loudly on a typo rather than silently using the default."""
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+class Config:
+    """Production defaults, overridable per setting by environment variables (contract §1)."""
+
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", "sqlite:///instance/parking.db")
+    HTTP_HOST = os.environ.get("PARKING_HTTP_HOST", "127.0.0.1")
+    HTTP_PORT = _env_int("PARKING_HTTP_PORT", 8000)
+    COAP_HOST = os.environ.get("PARKING_COAP_HOST", "127.0.0.1")
+    COAP_PORT = _env_int("PARKING_COAP_PORT", 5683)
+    LOTS_FILE = os.environ.get("PARKING_LOTS_FILE", str(DEFAULT_LOTS_FILE))
+    TIMEZONE = os.environ.get("PARKING_TIMEZONE", "Europe/Berlin")
+    STALE_AFTER = _env_int("PARKING_STALE_AFTER", 1800)
+    # No token configured means admin writes are off, never open.
+    ADMIN_TOKEN = os.environ.get("PARKING_ADMIN_TOKEN") or None
+    TILE_URL = os.environ.get("PARKING_TILE_URL", "")
+    TILE_ATTRIBUTION = os.environ.get(
+        "PARKING_TILE_ATTRIBUTION", "&copy; OpenStreetMap contributors"
+    )
+    LOW_BATTERY = _env_int("PARKING_LOW_BATTERY", 20)
+    ROLLUP_INTERVAL = _env_int("PARKING_ROLLUP_INTERVAL", 60)
+
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    API_TITLE = "Parking occupancy"
+    API_VERSION = "1.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api"
+    OPENAPI_JSON_PATH = "openapi.json"
+    JSON_SORT_KEYS = False
+
+
+def settings_from(config: dict | None) -> dict:
+    """The Config class as a dict, with a test mapping applied on top."""
+    values = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+    values.update(config or {})
+    return values

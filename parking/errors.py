@@ -1,0 +1,63 @@
+"""One JSON error shape for HTTP: {"code", "status", "message"}, and a 500 handler that rolls back."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def error_response(code: int, message: str):
+    """The JSON error body every HTTP error uses."""
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    body = {"code": code, "status": HTTP_STATUS_CODES.get(code, "Error"), "message": message}
+    return jsonify(body), code
+
+
+def init_app(app: Flask) -> None:
+    """Register handlers so HTML error pages never reach API clients."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        # flask-smorest puts argument errors in exc.data["messages"]; fold them into the message.
+        messages = getattr(exc, "data", {}).get("messages") if hasattr(exc, "data") else None
+        message = exc.description or exc.name
+        if messages:
+            message = _describe(messages)
+        elif getattr(exc, "data", None) and exc.data.get("message"):
+            message = exc.data["message"]
+        return error_response(exc.code or 500, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        db.session.rollback()
+        if isinstance(exc, _database_errors()):
+            log.warning("database unavailable: %s", exc)
+            return error_response(503, "the database is unavailable; try again shortly")
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal error")
+
+
+def _database_errors():
+    """Errors that mean the database cannot be reached (answer 503, not 500)."""
+    from sqlalchemy.exc import DisconnectionError, OperationalError
+
+    return (OperationalError, DisconnectionError)
+
+
+def _describe(messages) -> str:
+    """flask-smorest's {location: {field: [msg]}} as 'field: msg; …' naming each argument."""
+    parts = []
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            for name, msgs in fields.items():
+                text = "; ".join(msgs) if isinstance(msgs, list) else str(msgs)
+                parts.append(f"{name}: {text}")
+        else:
+            parts.append(f"{location}: {fields}")
+    return "; ".join(parts)

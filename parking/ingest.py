@@ -1,0 +1,414 @@
+"""The one write path for sensor readings.
+
+Everything that stores a reading (the CoAP gateway's writer, the simulator's backfill, tests)
+goes through here: validation, de-duplication, insertion in `ts` order semantics, the bay's
+current state, and the dirty marks that tell the rollup which hours to recompute. Callers own
+the transaction: `store` never commits, `ingest` and `ingest_bulk` do.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .extensions import db
+from .models import Bay, Lot, RollupDirty
+from .models import Reading as ReadingRow
+from .occupancy import floor_local_hour
+
+# A sensor clock may run a little fast; more than this is a broken clock, and accepting it would
+# freeze the bay's state until real time catches up.
+FUTURE_TOLERANCE = 300.0
+# Same bay and seq within this many seconds is a retransmission. seq wraps at 2**32 and restarts
+# at 0 when a sensor reboots, so a seq seen long ago is a new reading, not a duplicate.
+SEQ_DUPLICATE_WINDOW = 3600.0
+SEQ_MAX = 2**32 - 1
+BULK_CHUNK = 20_000
+_OR_CHUNK = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One occupancy reading as a sensor reported it; ts None means 'at receipt'."""
+
+    bay: str
+    occupied: bool
+    ts: float | None = None
+    seq: int | None = None
+    battery: int | None = None
+
+
+class IngestError(Exception):
+    """A request that cannot be stored; nothing of it was written."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidReading(IngestError):
+    """A reading is malformed or implausible (e.g. from the future)."""
+
+
+class UnknownBay(IngestError):
+    """A reading names a bay that is not provisioned."""
+
+    def __init__(self, bays: Sequence[str]):
+        self.bays = sorted(set(bays))
+        shown = ", ".join(self.bays[:5]) + (" …" if len(self.bays) > 5 else "")
+        super().__init__(f"unknown bay: {shown}")
+
+
+@dataclass
+class StoreResult:
+    """What a `store` call did."""
+
+    received: int = 0
+    stored: int = 0
+    lots: set[str] = field(default_factory=set)
+
+    @property
+    def duplicates(self) -> int:
+        """Readings that were already stored (retransmissions, replays)."""
+        return self.received - self.stored
+
+
+class BayDirectory:
+    """Bay id → (lot id, lot time zone), cached; unknown ids are looked up again on a miss."""
+
+    def __init__(self) -> None:
+        self._bays: dict[str, tuple[str, str]] = {}
+
+    def lookup(self, session: Session, bay_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The known bays among `bay_ids`; refreshes the cache for ids it has not seen."""
+        missing = {b for b in bay_ids if b not in self._bays}
+        for chunk in _chunks(sorted(missing), 500):
+            rows = session.execute(
+                select(Bay.id, Bay.lot_id, Lot.timezone)
+                .join(Lot, Lot.id == Bay.lot_id)
+                .where(Bay.id.in_(chunk))
+            )
+            for bay_id, lot_id, tz in rows:
+                self._bays[bay_id] = (lot_id, tz)
+        return {b: self._bays[b] for b in bay_ids if b in self._bays}
+
+    def forget(self) -> None:
+        """Drop the cache (after lots are re-imported)."""
+        self._bays.clear()
+
+
+_directory = BayDirectory()
+
+
+def prepare(
+    session: Session,
+    readings: Sequence[Reading],
+    now: float | None = None,
+    directory: BayDirectory | None = None,
+) -> list[Reading]:
+    """Validate one request's readings and fill in missing ts; raises IngestError for all-or-nothing."""
+    if not readings:
+        raise InvalidReading("empty batch: send at least one reading")
+    now = time.time() if now is None else now
+    prepared = []
+    for index, r in enumerate(readings):
+        ts = now if r.ts is None else float(r.ts)
+        where = f"reading {index} (bay {r.bay})" if len(readings) > 1 else f"bay {r.bay}"
+        if not math.isfinite(ts) or ts < 0:
+            raise InvalidReading(f"{where}: ts must be a finite non-negative Unix time")
+        if ts > now + FUTURE_TOLERANCE:
+            raise InvalidReading(
+                f"{where}: ts {ts:.0f} is {ts - now:.0f} s in the future (limit {FUTURE_TOLERANCE:.0f} s)"
+            )
+        if r.seq is not None and not 0 <= r.seq <= SEQ_MAX:
+            raise InvalidReading(f"{where}: seq must be 0..{SEQ_MAX}")
+        if r.battery is not None and not 0 <= r.battery <= 100:
+            raise InvalidReading(f"{where}: battery must be 0..100")
+        prepared.append(Reading(r.bay, bool(r.occupied), ts, r.seq, r.battery))
+    known = (directory or _directory).lookup(session, {r.bay for r in prepared})
+    unknown = [r.bay for r in prepared if r.bay not in known]
+    if unknown:
+        raise UnknownBay(unknown)
+    return prepared
+
+
+def store(
+    session: Session,
+    readings: Sequence[Reading],
+    received_at: float | None = None,
+    stale_after: float | None = None,
+    directory: BayDirectory | None = None,
+) -> StoreResult:
+    """Store prepared readings (ts filled in, bays known) without committing.
+
+    `received_at` None means each reading was received at its own ts (simulated history).
+    """
+    result = StoreResult(received=len(readings))
+    if not readings:
+        return result
+    stale = float(stale_after if stale_after is not None else current_app.config["STALE_AFTER"])
+    bays = (directory or _directory).lookup(session, {r.bay for r in readings})
+    fresh = _drop_duplicates(session, readings)
+    if not fresh:
+        return result
+    rows = [
+        {
+            "bay_id": r.bay,
+            "ts": r.ts,
+            "occupied": r.occupied,
+            "seq": r.seq,
+            "received_at": r.ts if received_at is None else received_at,
+        }
+        for r in fresh
+    ]
+    inserted_keys = _insert_readings(session, rows)
+    inserted = [r for r in fresh if (r.bay, r.ts, r.occupied) in inserted_keys]
+    result.stored = len(inserted)
+    # Battery and last_seen describe the newest message even when its reading is a duplicate.
+    _update_bays(session, readings, inserted, received_at, stale)
+    marks = _dirty_hours(inserted, bays, stale)
+    _mark_dirty(session, marks)
+    result.lots = {lot for lot, _ in marks}
+    return result
+
+
+def ingest(readings: Sequence[Reading], now: float | None = None) -> StoreResult:
+    """Validate, store and commit one request; all of it or nothing (inside an app context)."""
+    session = db.session
+    now = time.time() if now is None else now
+    try:
+        prepared = prepare(session, readings, now)
+        result = store(session, prepared, received_at=now)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return result
+
+
+def ingest_bulk(
+    readings: Iterable[Reading], received_at: float | None = None, chunk: int = BULK_CHUNK
+) -> int:
+    """Store many readings (e.g. simulated history) in committed chunks; returns how many were new.
+
+    Each chunk is validated as a whole; readings should come roughly in ts order so that each
+    chunk's duplicate look-up covers a short time window.
+    """
+    stored = 0
+    batch: list[Reading] = []
+    for reading in readings:
+        batch.append(reading)
+        if len(batch) >= chunk:
+            stored += _bulk_chunk(batch, received_at)
+            batch = []
+    if batch:
+        stored += _bulk_chunk(batch, received_at)
+    return stored
+
+
+def forget_bays() -> None:
+    """Forget cached bay→lot mappings (call after an import changes them)."""
+    _directory.forget()
+
+
+def _bulk_chunk(batch: list[Reading], received_at: float | None) -> int:
+    """Store and commit one chunk of a bulk load."""
+    session = db.session
+    try:
+        prepared = prepare(session, batch)
+        result = store(session, prepared, received_at=received_at)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return result.stored
+
+
+def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Reading]:
+    """Readings not already stored and not repeated within the batch (seq or ts+state)."""
+    windows: dict[str, list[float]] = {}
+    for r in readings:
+        lo_hi = windows.setdefault(r.bay, [r.ts, r.ts])
+        lo_hi[0] = min(lo_hi[0], r.ts)
+        lo_hi[1] = max(lo_hi[1], r.ts)
+    seen_state: set[tuple[str, float, bool]] = set()
+    seen_seq: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for chunk in _chunks(sorted(windows.items()), _OR_CHUNK):
+        condition = or_(
+            *(
+                and_(
+                    ReadingRow.bay_id == bay,
+                    ReadingRow.ts >= lo - SEQ_DUPLICATE_WINDOW,
+                    ReadingRow.ts <= hi + SEQ_DUPLICATE_WINDOW,
+                )
+                for bay, (lo, hi) in chunk
+            )
+        )
+        for bay, ts, occupied, seq in session.execute(
+            select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied, ReadingRow.seq).where(
+                condition
+            )
+        ):
+            seen_state.add((bay, ts, occupied))
+            if seq is not None:
+                seen_seq[(bay, seq)].append(ts)
+    fresh = []
+    for r in readings:
+        if (r.bay, r.ts, r.occupied) in seen_state:
+            continue
+        if r.seq is not None:
+            earlier = seen_seq[(r.bay, r.seq)]
+            if any(abs(r.ts - t) <= SEQ_DUPLICATE_WINDOW for t in earlier):
+                continue
+            earlier.append(r.ts)
+        seen_state.add((r.bay, r.ts, r.occupied))
+        fresh.append(r)
+    return fresh
+
+
+def _dialect_insert(session: Session, table):
+    """INSERT with ON CONFLICT support for the session's database (SQLite or PostgreSQL)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database: {name}")
+
+
+def _insert_readings(session: Session, rows: list[dict]) -> set[tuple[str, float, bool]]:
+    """Insert rows, skipping any a concurrent writer stored first; returns the keys inserted."""
+    stmt = (
+        _dialect_insert(session, ReadingRow.__table__)
+        .on_conflict_do_nothing(index_elements=["bay_id", "ts", "occupied"])
+        .returning(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
+    )
+    inserted: set[tuple[str, float, bool]] = set()
+    for chunk in _chunks(rows, 5000):
+        for bay, ts, occupied in session.execute(stmt, chunk):
+            inserted.add((bay, ts, bool(occupied)))
+    return inserted
+
+
+def _update_bays(
+    session: Session,
+    readings: Sequence[Reading],
+    inserted: Sequence[Reading],
+    received_at: float | None,
+    stale: float,
+) -> None:
+    """Bring each touched bay's current state (newest reading by ts) up to date."""
+    bay_ids = sorted({r.bay for r in readings})
+    current = {
+        row.id: row
+        for chunk in _chunks(bay_ids, 500)
+        for row in session.execute(
+            select(Bay.id, Bay.state, Bay.last_ts, Bay.state_since, Bay.last_seen, Bay.battery).where(
+                Bay.id.in_(chunk)
+            )
+        )
+    }
+    new_by_bay: dict[str, list[Reading]] = defaultdict(list)
+    for r in inserted:
+        new_by_bay[r.bay].append(r)
+    newest_msg: dict[str, Reading] = {}
+    seen: dict[str, float] = {}
+    for r in readings:  # battery of the newest message by ts, duplicates included
+        t = r.ts if received_at is None else received_at
+        seen[r.bay] = max(seen.get(r.bay, t), t)
+        if r.battery is not None and (r.bay not in newest_msg or r.ts >= newest_msg[r.bay].ts):
+            newest_msg[r.bay] = r
+
+    updates = []
+    needs_since: list[str] = []
+    for bay_id in bay_ids:
+        row = current[bay_id]
+        state, last_ts, since = row.state, row.last_ts, row.state_since
+        for r in sorted(new_by_bay.get(bay_id, ()), key=lambda x: x.ts):
+            if last_ts is None or r.ts >= last_ts:
+                if not (state == r.occupied and r.ts - last_ts <= stale):
+                    since = r.ts
+                state, last_ts = r.occupied, r.ts
+            elif since is None or r.ts >= since - stale:
+                # A late reading inside the current run can split or extend it.
+                needs_since.append(bay_id)
+        last_seen = max(seen[bay_id], row.last_seen or seen[bay_id])
+        battery = row.battery
+        msg = newest_msg.get(bay_id)
+        if msg is not None and (row.last_ts is None or msg.ts >= row.last_ts):
+            battery = msg.battery
+        updates.append(
+            {
+                "id": bay_id,
+                "state": state,
+                "last_ts": last_ts,
+                "state_since": since,
+                "last_seen": last_seen,
+                "battery": battery,
+            }
+        )
+    if updates:
+        session.execute(update(Bay), updates)
+    for bay_id in set(needs_since):
+        session.execute(
+            update(Bay).where(Bay.id == bay_id).values(state_since=_run_start(session, bay_id, stale))
+        )
+
+
+def _run_start(session: Session, bay_id: str, stale: float) -> float | None:
+    """Start of the bay's current run: earliest reading chained to the newest by equal state and gaps ≤ stale."""
+    query = (
+        select(ReadingRow.ts, ReadingRow.occupied)
+        .where(ReadingRow.bay_id == bay_id)
+        .order_by(ReadingRow.ts.desc(), ReadingRow.id.desc())
+    )
+    start = state = None
+    # Closed explicitly: breaking out early must not leave a server-side cursor open.
+    with session.execute(query.execution_options(yield_per=500)) as rows:
+        for ts, occupied in rows:
+            if start is None:
+                start, state = ts, occupied
+                continue
+            if occupied != state or start - ts > stale:
+                break
+            start = ts
+    return start
+
+
+def _dirty_hours(
+    inserted: Sequence[Reading], bays: dict[str, tuple[str, str]], stale: float
+) -> set[tuple[str, int]]:
+    """(lot, local hour start) of every hour a reading can change: those overlapping [ts, ts + stale]."""
+    marks: set[tuple[str, int]] = set()
+    for r in inserted:
+        lot_id, tz = bays[r.bay]
+        hour = floor_local_hour(r.ts, tz)
+        while hour <= r.ts + stale:
+            marks.add((lot_id, int(hour)))
+            hour += 3600
+    return marks
+
+
+def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:
+    """Upsert dirty marks, bumping the version of any already there (in key order: no deadlocks)."""
+    if not marks:
+        return
+    table = RollupDirty.__table__
+    stmt = _dialect_insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["lot_id", "hour_start"], set_={"version": table.c.version + 1}
+    )
+    session.execute(stmt, [{"lot_id": l, "hour_start": h, "version": 1} for l, h in sorted(marks)])
+
+
+def _chunks(items: Sequence, size: int):
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,269 @@
+"""Lot definitions: GeoJSON import (contract §2) and the lot/bay lookups the API shares.
+
+An import is all or nothing: the whole file is validated first, with messages naming the
+feature and the field, and only then written. Re-importing updates lots and adds bays; it never
+drops a bay or its history.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import func, select
+
+from .extensions import db
+from .ingest import forget_bays
+from .models import Bay, Lot
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CATEGORIES = ("parkingLot", "parkingGarage", "underground", "onStreet")
+_id_field = dict(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"))
+
+
+class LotFileError(Exception):
+    """The lot file was refused; `message` names the feature and the field."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _http_url(value: str) -> None:
+    """Only http(s) links: they end up as clickable links in drivers' and planners' pages."""
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValidationError("must be an http:// or https:// URL")
+
+
+class StopSchema(Schema):
+    """A transit stop of a park-and-ride lot."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    lines = fields.List(fields.String(validate=validate.Length(1, 50)), load_default=list)
+    url = fields.String(validate=_http_url, allow_none=True, load_default=None)
+
+
+class ParkAndRideSchema(Schema):
+    """Park-and-ride details: stops, an info page, minutes to the centre."""
+
+    stops = fields.List(fields.Nested(StopSchema), required=True)
+    url = fields.String(validate=_http_url, allow_none=True, load_default=None)
+    minutes_to_centre = fields.Integer(
+        allow_none=True, load_default=None, validate=validate.Range(0, 600)
+    )
+
+
+def _timezone(value: str) -> None:
+    """A known IANA time zone name."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError("unknown IANA time zone") from exc
+
+
+class LotPropertiesSchema(Schema):
+    """The `properties` of a lot feature."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    bays = fields.List(fields.String(**_id_field), load_default=list)
+    category = fields.String(
+        validate=validate.OneOf(CATEGORIES), allow_none=True, load_default=None
+    )
+    timezone = fields.String(validate=_timezone, load_default=None, allow_none=True)
+    address = fields.String(validate=validate.Length(max=300), allow_none=True, load_default=None)
+    url = fields.String(validate=_http_url, allow_none=True, load_default=None)
+    opening_hours = fields.String(
+        validate=validate.Length(max=200), allow_none=True, load_default=None
+    )
+    park_and_ride = fields.Nested(ParkAndRideSchema, allow_none=True, load_default=None)
+
+    class Meta:
+        unknown = "exclude"  # foreign properties (e.g. OSM tags) are allowed and ignored
+
+    @validates_schema
+    def _unique_bays(self, data: dict, **kwargs) -> None:
+        """A bay appears once per lot."""
+        bays = data.get("bays") or []
+        dupes = sorted({b for b in bays if bays.count(b) > 1})
+        if dupes:
+            raise ValidationError(f"duplicate bay ids: {', '.join(dupes[:5])}", "bays")
+
+
+class GeometrySchema(Schema):
+    """A Point or a Polygon in WGS 84 lon/lat."""
+
+    type = fields.String(required=True, validate=validate.OneOf(("Point", "Polygon")))
+    coordinates = fields.Raw(required=True)
+
+    class Meta:
+        unknown = "exclude"
+
+    @validates_schema
+    def _coordinates(self, data: dict, **kwargs) -> None:
+        """Coordinates of the right shape and range."""
+        coords = data.get("coordinates")
+        try:
+            if data.get("type") == "Point":
+                _check_position(coords)
+            else:
+                if not coords or not all(len(ring) >= 4 for ring in coords):
+                    raise ValueError("a polygon needs rings of at least 4 positions")
+                for ring in coords:
+                    for pos in ring:
+                        _check_position(pos)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(str(exc) or "invalid coordinates", "coordinates") from exc
+
+
+def _check_position(pos: Any) -> None:
+    """A [lon, lat] pair in range."""
+    if not isinstance(pos, list | tuple) or len(pos) < 2:
+        raise ValueError("a position is [lon, lat]")
+    lon, lat = pos[0], pos[1]
+    if isinstance(lon, bool) or isinstance(lat, bool) or not isinstance(lon, int | float) or not isinstance(lat, int | float):
+        raise ValueError("lon and lat must be numbers")
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise ValueError("lon must be -180..180 and lat -90..90")
+
+
+class FeatureSchema(Schema):
+    """One lot."""
+
+    type = fields.String(required=True, validate=validate.Equal("Feature"))
+    id = fields.String(required=True, **_id_field)
+    geometry = fields.Nested(GeometrySchema, required=True)
+    properties = fields.Nested(LotPropertiesSchema, required=True)
+
+    class Meta:
+        unknown = "exclude"
+
+
+def load_lot_file(path: str | Path) -> dict:
+    """Read a lot file as JSON, refusing unreadable files with a clear message."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LotFileError(f"cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise LotFileError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def validate_collection(doc: Any, default_timezone: str) -> list[dict]:
+    """Validate a whole FeatureCollection; returns the features or raises LotFileError."""
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise LotFileError("the file must be a GeoJSON FeatureCollection")
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise LotFileError("'features' must be a list")
+    loaded, errors, owners = [], [], {}
+    for index, raw in enumerate(features):
+        label = f"feature {index}" + (
+            f" (id {raw.get('id')!r})" if isinstance(raw, dict) and raw.get("id") else ""
+        )
+        try:
+            feature = FeatureSchema().load(raw if isinstance(raw, dict) else {})
+        except ValidationError as exc:
+            errors.append(f"{label}: {_flatten(exc.messages)}")
+            continue
+        feature["properties"]["timezone"] = feature["properties"]["timezone"] or default_timezone
+        for bay in feature["properties"]["bays"]:
+            if bay in owners and owners[bay] != feature["id"]:
+                errors.append(f"{label}: properties.bays: bay {bay} is also in lot {owners[bay]}")
+            owners[bay] = feature["id"]
+        if any(f["id"] == feature["id"] for f in loaded):
+            errors.append(f"{label}: id: duplicate lot id")
+        loaded.append(feature)
+    if errors:
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise LotFileError("; ".join(errors[:10]) + more)
+    return loaded
+
+
+def _flatten(messages: Any, prefix: str = "") -> str:
+    """marshmallow's nested error dict as 'properties.bays.2: must be …' text."""
+    if isinstance(messages, dict):
+        parts = [_flatten(v, f"{prefix}{k}." if not prefix else f"{prefix}{k}.") for k, v in messages.items()]
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        text = ", ".join(str(m) for m in messages if not isinstance(m, dict | list))
+        return f"{prefix.rstrip('.')}: {text}" if prefix else text
+    return f"{prefix.rstrip('.')}: {messages}"
+
+
+def import_lots(doc: Any, default_timezone: str) -> dict[str, int]:
+    """Validate then upsert lots and add their bays in one transaction; returns counts."""
+    features = validate_collection(doc, default_timezone)
+    existing_bays = {
+        bay_id: lot_id for bay_id, lot_id in db.session.execute(select(Bay.id, Bay.lot_id))
+    }
+    moved = [
+        f"feature (id {f['id']!r}): properties.bays: bay {b} belongs to lot {existing_bays[b]}"
+        for f in features
+        for b in f["properties"]["bays"]
+        if b in existing_bays and existing_bays[b] != f["id"]
+    ]
+    if moved:
+        raise LotFileError("; ".join(moved[:10]) + " (moving a bay would rewrite its lot's history)")
+    counts = {"lots_added": 0, "lots_updated": 0, "bays_added": 0}
+    now = time.time()
+    try:
+        for feature in features:
+            props = feature["properties"]
+            lot = db.session.get(Lot, feature["id"])
+            if lot is None:
+                lot = Lot(id=feature["id"])
+                db.session.add(lot)
+                counts["lots_added"] += 1
+            else:
+                counts["lots_updated"] += 1
+            lon, lat = centroid(feature["geometry"])
+            lot.name = props["name"]
+            lot.category = props["category"]
+            lot.timezone = props["timezone"]
+            lot.address = props["address"]
+            lot.url = props["url"]
+            lot.opening_hours = props["opening_hours"]
+            lot.park_and_ride = props["park_and_ride"]
+            lot.geometry = feature["geometry"]
+            lot.lon, lot.lat = lon, lat
+            lot.updated_at = now
+            for bay_id in props["bays"]:
+                if bay_id not in existing_bays:
+                    db.session.add(Bay(id=bay_id, lot_id=lot.id))
+                    existing_bays[bay_id] = lot.id
+                    counts["bays_added"] += 1
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    forget_bays()
+    return counts
+
+
+def import_lot_file(path: str | Path, default_timezone: str) -> dict[str, int]:
+    """Import a lot file from disk."""
+    return import_lots(load_lot_file(path), default_timezone)
+
+
+def has_lots() -> bool:
+    """Whether any lot is defined yet."""
+    return bool(db.session.scalar(select(func.count()).select_from(Lot)))
+
+
+def centroid(geometry: dict) -> tuple[float, float]:
+    """(lon, lat) of a Point, or the area centroid of a Polygon's outer ring (planar: lots are small)."""
+    if geometry["type"] == "Point":
+        return float(geometry["coordinates"][0]), float(geometry["coordinates"][1])
+    ring = geometry["coordinates"][0]
+    area = cx = cy = 0.0
+    for (x0, y0, *_), (x1, y1, *_) in zip(ring, ring[1:]):
+        cross = x0 * y1 - x1 * y0
+        area += cross
+        cx += (x0 + x1) * cross
+        cy += (y0 + y1) * cross
+    if abs(area) < 1e-15:  # degenerate ring: fall back to the mean of its vertices
+        return (sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring))
+    return cx / (3 * area), cy / (3 * area)

@@ -1,0 +1,112 @@
+"""The database tables: lots, bays with their current state, readings, and the hourly rollup.
+
+Instants are Unix seconds (UTC, float) throughout; see docs/architecture.md. Nothing here stores
+anything about people or vehicles: only bay states.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+ID_LENGTH = 64
+
+
+class Lot(db.Model):
+    """A car park, surface lot or on-street segment, as imported from the lot file."""
+
+    __tablename__ = "lots"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(32))
+    timezone: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(300))
+    url: Mapped[str | None] = mapped_column(String(500))
+    opening_hours: Mapped[str | None] = mapped_column(String(200))
+    park_and_ride: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    geometry: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    bays: Mapped[list[Bay]] = relationship(back_populates="lot", order_by="Bay.id")
+
+
+class Bay(db.Model):
+    """One parking bay with its sensor's current state (kept in step by parking.ingest)."""
+
+    __tablename__ = "bays"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), index=True)
+    # The newest reading by ts: its state and time, and the receipt time of the newest message.
+    state: Mapped[bool | None] = mapped_column(Boolean)
+    last_ts: Mapped[float | None] = mapped_column(Float)
+    state_since: Mapped[float | None] = mapped_column(Float)
+    last_seen: Mapped[float | None] = mapped_column(Float)
+    battery: Mapped[int | None] = mapped_column(Integer)
+
+    lot: Mapped[Lot] = relationship(back_populates="bays")
+
+
+class Reading(db.Model):
+    """One stored sensor reading. Never updated or deleted; ordered by ts, then id."""
+
+    __tablename__ = "readings"
+    __table_args__ = (
+        # A retransmission or replay (same bay, ts and state) is stored once.
+        UniqueConstraint("bay_id", "ts", "occupied", name="uq_readings_bay_ts_state"),
+        Index("ix_readings_bay_seq", "bay_id", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    bay_id: Mapped[str] = mapped_column(ForeignKey("bays.id"))
+    ts: Mapped[float] = mapped_column(Float)
+    occupied: Mapped[bool] = mapped_column(Boolean)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class HourlyUtilization(db.Model):
+    """Rolled-up figures of one lot in one local hour; percentages are derived from the sums."""
+
+    __tablename__ = "hourly_utilization"
+
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), primary_key=True)
+    hour_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    bays: Mapped[int] = mapped_column(Integer)
+    occupied_seconds: Mapped[float] = mapped_column(Float)
+    known_seconds: Mapped[float] = mapped_column(Float)
+    peak_occupied: Mapped[int] = mapped_column(Integer)
+    arrivals: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[float] = mapped_column(Float)
+
+
+class RollupDirty(db.Model):
+    """An hour that a stored reading touched and whose rollup must be recomputed."""
+
+    __tablename__ = "rollup_dirty"
+
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), primary_key=True)
+    hour_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Bumped on every re-mark, so a rollup deletes the mark only if nothing touched it meanwhile.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty"]

@@ -1,0 +1,376 @@
+"""The occupancy arithmetic: readings → known-state intervals → hourly figures, stays, counts.
+
+This module owns the meaning of the numbers (contract §5) and the local-hour calendar
+(docs/architecture.md, "Time"). Everything here is a pure function of its arguments: no Flask,
+no database, no clock. The database layer fetches readings and stores what these functions
+return; there is no second copy of this arithmetic anywhere else.
+
+Conventions used throughout:
+
+* Instants are Unix seconds (float, UTC). Local time appears only in `hour_label`.
+* A bay's readings are a sequence of ``(ts, occupied)`` sorted by ``ts``; for equal ``ts`` the
+  later element is the later-stored reading and wins (storage order: ``ts``, then id).
+* The rule: a reading at ``t`` with state ``s`` says the bay is ``s`` on
+  ``[t, min(t_next, t + stale_after))``; past that and until the next reading its state is
+  unknown. All intervals are half-open.
+* A local hour is ``[h, h + 3600)`` where the local clock shows minute 0 at ``h``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from math import inf
+from operator import itemgetter
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "HOUR",
+    "CurrentCounts",
+    "HourFigures",
+    "Interval",
+    "Reading",
+    "bay_intervals",
+    "current_counts",
+    "floor_local_hour",
+    "hour_label",
+    "hour_starts",
+    "hourly_figures",
+    "local_midnight",
+    "state_changes",
+    "stays",
+]
+
+HOUR = 3600.0
+
+Reading = tuple[float, bool]
+"""One reading of one bay: (ts in Unix seconds, occupied)."""
+
+TimeZone = str | datetime.tzinfo
+"""An IANA zone name ("Europe/Berlin") or a tzinfo object."""
+
+_ts = itemgetter(0)
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A half-open stretch [start, end) during which a bay was known to be in one state."""
+
+    start: float
+    end: float
+    occupied: bool
+
+
+def _spans(
+    readings: Sequence[Reading], stale_after: float, start: float, end: float
+) -> Iterator[tuple[float, float, bool]]:
+    """Yield the bay's known-state spans clipped to [start, end), adjacent equal states merged."""
+    n = len(readings)
+    # Skip history that expired before `start`. A reading at t <= start - stale_after is over by
+    # `start`; step back one more so float rounding in that subtraction can never drop a span
+    # (an extra span is harmless: clipping below removes it).
+    i = max(0, bisect_right(readings, start - stale_after, key=_ts) - 1)
+    open_start = open_end = 0.0
+    open_occ: bool | None = None
+    while i < n:
+        t, occupied = readings[i]
+        if t >= end:
+            break
+        i += 1
+        next_t = readings[i][0] if i < n else inf
+        s = t if t > start else start
+        e = min(next_t, t + stale_after, end)
+        if e <= s:
+            # Superseded by a reading with the same ts, or entirely before `start`.
+            continue
+        occupied = bool(occupied)
+        if occupied is open_occ and s == open_end:
+            # A heartbeat (or a reading within the previous one's reach) repeating the state:
+            # one longer span, so callers see state changes and gaps, not every reading.
+            open_end = e
+            continue
+        if open_occ is not None:
+            yield open_start, open_end, open_occ
+        open_start, open_end, open_occ = s, e, occupied
+    if open_occ is not None:
+        yield open_start, open_end, open_occ
+
+
+def bay_intervals(
+    readings: Sequence[Reading],
+    stale_after: float,
+    start: float = -inf,
+    end: float = inf,
+) -> list[Interval]:
+    """Known-state intervals of one bay, clipped to [start, end), merged when contiguous and equal."""
+    return [Interval(s, e, occ) for s, e, occ in _spans(readings, stale_after, start, end)]
+
+
+# --------------------------------------------------------------------------- local time
+
+
+def _zone(tz: TimeZone) -> datetime.tzinfo:
+    """The tzinfo for a zone name (ZoneInfo caches instances) or the tzinfo itself."""
+    return ZoneInfo(tz) if isinstance(tz, str) else tz
+
+
+def _utcoffset(t: float, zone: datetime.tzinfo) -> float:
+    """The zone's UTC offset in seconds at instant t."""
+    offset = datetime.datetime.fromtimestamp(t, zone).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0
+
+
+def floor_local_hour(t: float, tz_name: TimeZone) -> float:
+    """Start of the local hour containing instant t."""
+    # Using the offset in force at t keeps both 02:xx hours of a fall-back night apart, and
+    # works for zones whose offset is not a whole number of hours (their hours start at :30 UTC).
+    return t - (t + _utcoffset(t, _zone(tz_name))) % HOUR
+
+
+def hour_starts(tz_name: TimeZone, start: float, end: float) -> list[float]:
+    """Local hour starts in [start, end), stepping 3600 s in UTC from `start` (a local hour start)."""
+    if floor_local_hour(start, tz_name) != start:
+        raise ValueError(f"{start!r} is not the start of a local hour in {tz_name}")
+    # Stepping in UTC, not on the wall clock, is what yields 23 or 25 rows on a day when
+    # clocks change (architecture.md, "Time").
+    hours: list[float] = []
+    h = start
+    while h < end:
+        hours.append(h)
+        h += HOUR
+    return hours
+
+
+def local_midnight(day: datetime.date, tz_name: TimeZone) -> float:
+    """The first instant of `day` in the zone: local 00:00, or the end of a gap that swallows it."""
+    zone = _zone(tz_name)
+    wall = datetime.datetime.combine(day, datetime.time(0), tzinfo=zone)
+    # fold=0 / fold=1 pick the earlier / later offset around a transition; when 00:00 occurs
+    # twice the earlier instant is the first one.
+    candidates = sorted({wall.timestamp(), wall.replace(fold=1).timestamp()})
+    for c in candidates:
+        local = datetime.datetime.fromtimestamp(c, zone)
+        if local.date() == day and local.time() == datetime.time(0):
+            return c
+    # 00:00 falls into a gap (some zones change clocks at midnight, Pacific/Apia skipped a whole
+    # day): the day begins at the transition, which lies between the two readings of the wall
+    # time (before it the clock shows an earlier day). Bisect to the second.
+    lo, hi = candidates[0], candidates[-1]
+    while hi - lo > 1.0:
+        mid = (lo + hi) // 2
+        if datetime.datetime.fromtimestamp(mid, zone).date() >= day:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def hour_label(h: float, tz_name: TimeZone) -> str:
+    """ISO 8601 local time with offset, e.g. "2026-03-29T01:00:00+01:00"."""
+    return datetime.datetime.fromtimestamp(h, _zone(tz_name)).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- hourly figures
+
+
+@dataclass(slots=True)
+class HourFigures:
+    """Raw figures of one lot for one local hour [hour_start, hour_start + 3600)."""
+
+    hour_start: float
+    bays: int  # bays in the lot, including those that never reported
+    occupied_seconds: float  # sum over bays of seconds occupied in the hour
+    known_seconds: float  # sum over bays of seconds in a known state in the hour
+    span_seconds: float  # seconds of the hour that count: 3600, less for the hour containing `now`
+    peak_occupied: int  # most bays occupied at the same instant in the hour
+    arrivals: int  # readings in the hour turning a bay from known-free to occupied
+
+    @property
+    def occupancy_pct(self) -> float | None:
+        """100 × occupied / known seconds, one decimal; None when nothing was known."""
+        if self.known_seconds <= 0:
+            return None
+        return round(100.0 * self.occupied_seconds / self.known_seconds, 1)
+
+    @property
+    def coverage_pct(self) -> float:
+        """100 × known seconds / (bays × counted seconds), one decimal; 0.0 when there is nothing to cover."""
+        capacity = self.bays * self.span_seconds
+        if capacity <= 0:
+            return 0.0
+        return round(100.0 * self.known_seconds / capacity, 1)
+
+
+def hourly_figures(
+    readings_by_bay: Mapping[str, Sequence[Reading]],
+    bay_count: int,
+    hours: Sequence[float],
+    stale_after: float,
+    now: float | None = None,
+) -> list[HourFigures]:
+    """Figures for each hour start in `hours` (ascending, non-overlapping), nothing at or after `now` counted."""
+    for a, b in zip(hours, hours[1:]):
+        if b < a + HOUR:
+            raise ValueError(f"hours must be ascending and 3600 s apart at least: {a!r}, {b!r}")
+    reporting = sum(1 for readings in readings_by_bay.values() if readings)
+    if reporting > bay_count:
+        raise ValueError(f"{reporting} bays reported but the lot has {bay_count}")
+
+    horizon = inf if now is None else now
+    n = len(hours)
+    # End of the counted part of each hour; never before its start, so the sequence stays sorted.
+    ends = [max(h, min(h + HOUR, horizon)) for h in hours]
+    occupied_s = [0.0] * n
+    known_s = [0.0] * n
+    peak = [0] * n
+    arrivals = [0] * n
+    if n and (now is None or now > hours[0]):
+        window_start, window_end = hours[0], min(hours[-1] + HOUR, horizon)
+        # One list of (instant, Δknown, Δoccupied) for the whole lot: a single sorted sweep then
+        # gives the sums and the peak together, in O(E log E + hours) rather than per-hour
+        # rescans. Merged spans keep E proportional to state changes and gaps, not heartbeats.
+        events: list[tuple[float, int, int]] = []
+        for readings in readings_by_bay.values():
+            for s, e, occ in _spans(readings, stale_after, window_start, window_end):
+                o = 1 if occ else 0
+                events.append((s, 1, o))
+                events.append((e, -1, -o))
+            _count_arrivals(readings, stale_after, hours, ends, arrivals)
+        events.sort()
+
+        known = occupied = 0
+        k = 0  # first hour that can still receive time; only moves forward
+        prev_t = window_start
+        for t, d_known, d_occupied in events:
+            # Counts are constant on [prev_t, t). Events at equal instants all apply before the
+            # next stretch is measured, so a bay leaving at t and another arriving at t never
+            # overlap (half-open intervals). Stretches with nothing known add nothing.
+            if t > prev_t and known:
+                while k < n and ends[k] <= prev_t:
+                    k += 1
+                j = k
+                while j < n and hours[j] < t:
+                    overlap = min(t, ends[j]) - max(prev_t, hours[j])
+                    if overlap > 0:
+                        known_s[j] += known * overlap
+                        occupied_s[j] += occupied * overlap
+                        if occupied > peak[j]:
+                            peak[j] = occupied
+                    j += 1
+            known += d_known
+            occupied += d_occupied
+            prev_t = t
+
+    return [
+        HourFigures(
+            hour_start=h,
+            bays=bay_count,
+            occupied_seconds=occupied_s[j],
+            known_seconds=known_s[j],
+            span_seconds=ends[j] - h,
+            peak_occupied=peak[j],
+            arrivals=arrivals[j],
+        )
+        for j, h in enumerate(hours)
+    ]
+
+
+def _is_arrival(previous: Reading, current: Reading, stale_after: float) -> bool:
+    """Whether `current` turns the bay from known-free to occupied (contract §5)."""
+    # Free must still be known right up to current's ts: a gap longer than stale_after means
+    # the state was unknown just before, and a car seen after a gap is no arrival.
+    return bool(current[1]) and not previous[1] and current[0] - previous[0] <= stale_after
+
+
+def _count_arrivals(
+    readings: Sequence[Reading],
+    stale_after: float,
+    hours: Sequence[float],
+    ends: Sequence[float],
+    arrivals: list[int],
+) -> None:
+    """Add one bay's arrivals to the hour whose counted part [hours[j], ends[j]) contains them."""
+    lo = max(1, bisect_left(readings, hours[0], key=_ts))
+    hi = bisect_left(readings, ends[-1], key=_ts)
+    for i in range(lo, hi):
+        if _is_arrival(readings[i - 1], readings[i], stale_after):
+            t = readings[i][0]
+            j = bisect_right(hours, t) - 1
+            # `hours` need not be contiguous (a reading between two listed hours counts
+            # nowhere), and `ends` stops each hour at `now`.
+            if j >= 0 and t < ends[j]:
+                arrivals[j] += 1
+
+
+# --------------------------------------------------------------------------- stays, changes
+
+
+def stays(readings: Sequence[Reading], stale_after: float) -> list[tuple[float, float]]:
+    """Completed stays of one bay as (arrival ts, departure ts), in order."""
+    result: list[tuple[float, float]] = []
+    arrived: float | None = None
+    for i in range(1, len(readings)):
+        previous, current = readings[i - 1], readings[i]
+        if arrived is not None:
+            if current[0] - previous[0] > stale_after:
+                # The bay went unknown while occupied: we cannot tell when the car left.
+                arrived = None
+            elif not current[1]:
+                result.append((arrived, current[0]))
+                arrived = None
+            continue  # an occupied heartbeat within reach keeps the stay going
+        if _is_arrival(previous, current, stale_after):
+            arrived = current[0]
+    return result
+
+
+def state_changes(readings: Iterable[Reading]) -> list[Reading]:
+    """Readings whose state differs from the previous reading's (the first one included)."""
+    changes: list[Reading] = []
+    last: bool | None = None
+    for ts, occupied in readings:
+        occupied = bool(occupied)
+        if occupied is not last:
+            changes.append((ts, occupied))
+            last = occupied
+    return changes
+
+
+# --------------------------------------------------------------------------- current counts
+
+
+@dataclass(frozen=True)
+class CurrentCounts:
+    """Bays of a lot by state at one instant."""
+
+    free: int
+    occupied: int
+    unknown: int
+    total: int
+
+
+def current_counts(
+    latest: Iterable[tuple[float | None, bool | None]],
+    total: int,
+    now: float,
+    stale_after: float,
+) -> CurrentCounts:
+    """Free / occupied / unknown bays at `now` from each reporting bay's newest (ts, state)."""
+    free = occupied = 0
+    for ts, state in latest:
+        # Same half-open rule as the intervals: known on [ts, ts + stale_after). A reading
+        # stamped in the future (sensor clock ahead) does not yet say anything about now.
+        if ts is None or state is None or not (ts <= now < ts + stale_after):
+            continue
+        if state:
+            occupied += 1
+        else:
+            free += 1
+    if free + occupied > total:
+        raise ValueError(f"{free + occupied} bays known but the lot has {total}")
+    return CurrentCounts(free=free, occupied=occupied, unknown=total - free - occupied, total=total)

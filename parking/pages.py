@@ -1,0 +1,21 @@
+"""Serves the drivers' map (`/`) and the planners' page (`/planner`)."""
+from flask import Blueprint, current_app, render_template
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def map_page():
+    """The drivers' map; the page reads everything else from the JSON API."""
+    return render_template(
+        "map.html",
+        tile_url=current_app.config["TILE_URL"],
+        tile_attribution=current_app.config["TILE_ATTRIBUTION"],
+        refresh_seconds=30,
+    )
+
+
+@bp.get("/planner")
+def planner_page():
+    """The planners' page: hourly patterns, summaries and downloads."""
+    return render_template("planner.html")
