@@ -1,8 +1,10 @@
-"""Flask extensions, created unbound here and bound to an app in `create_app`."""
+"""Flask extensions, created unbound here and bound to an app in `create_app`; API customisation."""
+import flask_smorest
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
+from webargs.flaskparser import FlaskParser
 
 
 class Base(DeclarativeBase):
@@ -12,3 +14,15 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 api = Api()
+
+
+class _ArgumentsParser(FlaskParser):
+    """Bad query arguments are a client's 400, as the contract says (webargs defaults to 422)."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """The API's blueprint class: flask-smorest's, with 400 for invalid arguments."""
+
+    ARGUMENTS_PARSER = _ArgumentsParser()

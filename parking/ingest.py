@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .dbutil import upsert_insert
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
 from .models import Reading as ReadingRow
@@ -273,20 +273,10 @@ def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Read
     return fresh
 
 
-def _dialect_insert(session: Session, table):
-    """INSERT with ON CONFLICT support for the session's database (SQLite or PostgreSQL)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database: {name}")
-
-
 def _insert_readings(session: Session, rows: list[dict]) -> set[tuple[str, float, bool]]:
     """Insert rows, skipping any a concurrent writer stored first; returns the keys inserted."""
     stmt = (
-        _dialect_insert(session, ReadingRow.__table__)
+        upsert_insert(session, ReadingRow.__table__)
         .on_conflict_do_nothing(index_elements=["bay_id", "ts", "occupied"])
         .returning(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
     )
@@ -401,7 +391,7 @@ def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:
     if not marks:
         return
     table = RollupDirty.__table__
-    stmt = _dialect_insert(session, table)
+    stmt = upsert_insert(session, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["lot_id", "hour_start"], set_={"version": table.c.version + 1}
     )

@@ -135,14 +135,18 @@ def storage_order(arrived):
 def bay_readings(draw, lo, hi, stale_after, min_gap=0, max_size=20):
     """One bay's readings: bursts, heartbeats, equal ts and stale gaps, arriving in any order."""
     start = draw(st.integers(lo, hi))
+    size = draw(st.integers(0, max_size))  # drawn first: plain st.lists stays mostly short
     gaps = draw(
         st.lists(
             st.one_of(
                 st.integers(min_gap, 2),  # duplicates and same-second flips
+                st.integers(max(min_gap, 1), stale_after // 4),  # bursts
                 st.integers(max(min_gap, 1), stale_after),  # within reach
+                st.integers(max(min_gap, 1), stale_after),
                 st.integers(stale_after, 3 * stale_after),  # stale gaps (== stale_after included)
             ),
-            max_size=max_size,
+            min_size=size,
+            max_size=size,
         )
     )
     ts = list(accumulate([start, *gaps]))
@@ -159,15 +163,21 @@ def lots(draw):
     all_hours = [BASE + k * UTC_HOUR for k in range(n_hours)]
     keep = draw(st.lists(st.booleans(), min_size=n_hours, max_size=n_hours))
     hours = [h for h, k in zip(all_hours, keep) if k] or all_hours  # sometimes with holes
-    bay_count = draw(st.integers(0, 5))
-    reporting = draw(st.integers(0, bay_count))
-    lo, hi = BASE - 2 * stale_after, BASE + n_hours * UTC_HOUR + 300  # carry-in and after
+    bay_count = draw(st.integers(1, 5))  # a lot without bays: test_nothing_known
+    reporting = bay_count - draw(st.integers(0, min(bay_count, 2)))  # some bays never report
+    # First readings from before the hours (carry-in) to well inside them; the later ones run
+    # on past the last hour.
+    lo, hi = BASE - 2 * stale_after, BASE + (n_hours - 1) * UTC_HOUR + 1800
     readings_by_bay = {
-        f"B{b}": draw(bay_readings(lo, hi, stale_after)) for b in range(reporting)
+        f"B{b}": draw(bay_readings(lo, hi, stale_after, max_size=25)) for b in range(reporting)
     }
     if reporting < bay_count and draw(st.booleans()):
         readings_by_bay["silent"] = []  # a bay the caller lists without readings
-    now = draw(st.none() | st.integers(BASE - 600, BASE + n_hours * UTC_HOUR + 600))
+    now = draw(
+        st.none()
+        | st.integers(BASE, BASE + n_hours * UTC_HOUR)  # mostly inside an hour
+        | st.integers(BASE - 600, BASE + n_hours * UTC_HOUR + 600)
+    )
     return readings_by_bay, bay_count, hours, stale_after, now
 
 

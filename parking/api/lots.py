@@ -7,13 +7,13 @@ import time
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from sqlalchemy import and_, func, select
 
 from ..auth import require_admin
 from ..current import bay_status, lot_states
-from ..extensions import db
+from ..extensions import Blueprint, db
 from ..lots import LotFileError, import_lots
 from ..models import Bay, Lot
 from ..models import Reading as ReadingRow

@@ -1,4 +1,191 @@
-"""Utilization reports (placeholder blueprint; filled in by the reports work)."""
-from flask_smorest import Blueprint
+"""Hourly utilization per lot and the planners' reports: summary, pattern, CSV and XLSX."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask import Response, stream_with_context
+from flask.views import MethodView
+from flask_smorest import abort
+from marshmallow import Schema, fields
+from sqlalchemy import select
+
+from ..extensions import Blueprint, db
+from ..models import Lot
+from ..reports import csv_lines, hour_row, lots_in_order, pattern, summarize
+from ..rollup import utilization
+from ..workbook import build_workbook
+from .common import RangeArgsSchema, lot_or_404, parse_instant, resolve_range
 
 blp = Blueprint("reports", __name__, url_prefix="/api", description="Hourly utilization and reports")
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class ReportArgsSchema(RangeArgsSchema):
+    """Lots (repeat `lot`; none means every lot) and the date range."""
+
+    lot = fields.List(fields.String(), load_default=list)
+
+
+class HourRowSchema(Schema):
+    """One local hour of one lot."""
+
+    hour = fields.String(metadata={"description": "local hour start, ISO 8601 with offset"})
+    occupancy_pct = fields.Float(allow_none=True)
+    peak_occupied = fields.Integer()
+    arrivals = fields.Integer()
+    coverage_pct = fields.Float()
+    bays = fields.Integer()
+
+
+class UtilizationSchema(Schema):
+    """A lot's hourly utilization."""
+
+    lot = fields.String()
+    timezone = fields.String()
+    rows = fields.List(fields.Nested(HourRowSchema))
+
+
+class LotSummarySchema(Schema):
+    """Summary figures of one lot over the range."""
+
+    lot = fields.String()
+    name = fields.String()
+    bays = fields.Integer()
+    mean_occupancy_pct = fields.Float(allow_none=True)
+    peak_hour = fields.String(allow_none=True)
+    peak_hour_occupancy_pct = fields.Float(allow_none=True)
+    hours_above_85 = fields.Integer()
+    arrivals = fields.Integer()
+    mean_dwell_minutes = fields.Float(allow_none=True)
+    median_dwell_minutes = fields.Float(allow_none=True)
+    completed_stays = fields.Integer()
+    turnover_per_bay_per_day = fields.Float(allow_none=True)
+    coverage_pct = fields.Float(allow_none=True)
+
+
+class SummarySchema(Schema):
+    """Summaries of the chosen lots."""
+
+    from_ = fields.String(data_key="from")
+    to = fields.String()
+    lots = fields.List(fields.Nested(LotSummarySchema))
+
+
+class DayRowSchema(Schema):
+    """One local day of the chosen lots together."""
+
+    date = fields.String()
+    mean_pct = fields.Float(allow_none=True)
+    peak_pct = fields.Float(allow_none=True)
+    coverage_pct = fields.Float(allow_none=True)
+
+
+class PatternSchema(Schema):
+    """Weekday × hour heatmap and the daily line of the chosen lots together."""
+
+    lots = fields.List(fields.String())
+    from_ = fields.String(data_key="from")
+    to = fields.String()
+    timezone = fields.String()
+    heatmap = fields.List(fields.List(fields.Float(allow_none=True)))
+    daily = fields.List(fields.Nested(DayRowSchema))
+
+
+def chosen_lots(ids: list[str]) -> list[Lot]:
+    """The lots named (404 naming the unknown ones), or every lot when none is named."""
+    if not ids:
+        return list(db.session.scalars(select(Lot).order_by(Lot.id)))
+    found = {lot.id: lot for lot in db.session.scalars(select(Lot).where(Lot.id.in_(ids)))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        abort(404, message=f"lot: unknown lot {', '.join(missing)}")
+    return lots_in_order(found[i] for i in dict.fromkeys(ids))
+
+
+def _bounds(args):
+    """Per-lot range functions: dates are each lot's own local midnight."""
+    return (lambda lot: parse_instant(args["start"], lot.timezone),
+            lambda lot: parse_instant(args["end"], lot.timezone))
+
+
+def _attachment(args, ext: str) -> str:
+    """A download file name naming the range."""
+    name = f"utilization-{args['from']}-{args['to']}.{ext}"
+    return "attachment; filename=\"" + "".join(c for c in name if c.isalnum() or c in "-_.") + '"'
+
+
+@blp.route("/lots/<lot_id>/utilization")
+class UtilizationView(MethodView):
+    """Hourly utilization of one lot."""
+
+    @blp.arguments(RangeArgsSchema, location="query")
+    @blp.response(200, UtilizationSchema)
+    def get(self, args, lot_id):
+        """One row per local hour in [from, to): occupancy, peak, arrivals, coverage."""
+        lot = lot_or_404(lot_id)
+        start, end = resolve_range(args, lot.timezone)
+        rows = [hour_row(f, lot.timezone) for f in utilization(lot, start, end)]
+        return {"lot": lot.id, "timezone": lot.timezone, "rows": rows}
+
+
+@blp.route("/reports/summary")
+class SummaryView(MethodView):
+    """Summary figures per lot."""
+
+    @blp.arguments(ReportArgsSchema, location="query")
+    @blp.response(200, SummarySchema)
+    def get(self, args):
+        """Mean and peak occupancy, busy hours, arrivals, dwell, turnover and coverage per lot."""
+        start_for, end_for = _bounds(args)
+        lots = chosen_lots(args["lot"])
+        return {
+            "from_": args["from"],
+            "to": args["to"],
+            "lots": [asdict(summarize(lot, start_for(lot), end_for(lot))) for lot in lots],
+        }
+
+
+@blp.route("/reports/pattern")
+class PatternView(MethodView):
+    """The weekly pattern."""
+
+    @blp.arguments(ReportArgsSchema, location="query")
+    @blp.response(200, PatternSchema)
+    def get(self, args):
+        """Occupancy by weekday and hour of day, and the daily mean and peak, over the lots."""
+        start_for, end_for = _bounds(args)
+        lots = chosen_lots(args["lot"])
+        return {"lots": [l.id for l in lots], "from_": args["from"], "to": args["to"],
+                **pattern(lots, start_for, end_for)}
+
+
+@blp.route("/reports/utilization.csv")
+class UtilizationCsvView(MethodView):
+    """Hourly utilization as CSV."""
+
+    @blp.arguments(ReportArgsSchema, location="query")
+    @blp.response(200, content_type="text/csv")
+    def get(self, args):
+        """The hourly rows of the lots with lot_id and lot_name in front (streamed download)."""
+        start_for, end_for = _bounds(args)
+        lots = chosen_lots(args["lot"])
+        return Response(
+            stream_with_context(csv_lines(lots, start_for, end_for)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": _attachment(args, "csv")},
+        )
+
+
+@blp.route("/reports/utilization.xlsx")
+class UtilizationXlsxView(MethodView):
+    """Hourly utilization as a workbook."""
+
+    @blp.arguments(ReportArgsSchema, location="query")
+    @blp.response(200, content_type=XLSX_TYPE)
+    def get(self, args):
+        """An hourly sheet, a summary sheet per lot and a chart of daily occupancy."""
+        start_for, end_for = _bounds(args)
+        lots = chosen_lots(args["lot"])
+        body = build_workbook(lots, start_for, end_for, f"{args['from']} to {args['to']} (to exclusive)")
+        return Response(body, mimetype=XLSX_TYPE, headers={"Content-Disposition": _attachment(args, "xlsx")})

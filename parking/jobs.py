@@ -1,0 +1,56 @@
+"""Scheduled jobs (APScheduler 3.x). Each job builds its own app context; failures are logged."""
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+
+def rollup_job(app: Flask) -> None:
+    """Bring the hourly aggregates up to date (the same as `flask rollup`)."""
+    from .rollup import run_rollup
+
+    with app.app_context():
+        try:
+            stats = run_rollup()
+            if stats.hours:
+                log.info("rollup: %d hours of %d lots in %.2f s", stats.hours, stats.lots, stats.seconds)
+        except Exception:
+            log.warning("rollup failed; it will run again at the next interval", exc_info=True)
+        finally:
+            from .extensions import db
+
+            db.session.remove()
+
+
+def start_scheduler(app: Flask) -> BackgroundScheduler:
+    """Start the one scheduler of a deployment; the caller shuts it down."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        rollup_job,
+        "interval",
+        seconds=app.config["ROLLUP_INTERVAL"],
+        args=[app],
+        id="rollup",
+        max_instances=1,  # a slow rollup is never run twice at once
+        coalesce=True,
+        next_run_time=None,
+    )
+    scheduler.start()
+    # First run soon after start, so a fresh demo's backfill is rolled up without waiting.
+    scheduler.modify_job("rollup", next_run_time=_soon())
+    app.extensions.setdefault("parking_parts", {})["scheduler"] = lambda: {
+        "status": "ok" if scheduler.running else "stopped",
+        "next_rollup": str(scheduler.get_job("rollup").next_run_time) if scheduler.get_job("rollup") else None,
+    }
+    return scheduler
+
+
+def _soon():
+    """A few seconds from now, as an aware datetime."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)

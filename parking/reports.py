@@ -1,0 +1,199 @@
+"""Planners' reports on top of `parking.rollup.utilization`: rows, summaries, patterns, CSV, XLSX.
+
+Every figure is derived from the hourly raw sums (occupied and known seconds), so totals over
+many hours or lots are time-weighted, never averages of percentages.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+
+from .models import Lot
+from .occupancy import HOUR, HourFigures, hour_label, stays
+from .rollup import lot_readings, utilization
+
+BUSY_PCT = 85.0
+CSV_COLUMNS = [
+    "lot_id", "lot_name", "hour", "occupancy_pct", "peak_occupied", "arrivals", "coverage_pct", "bays",
+]
+# A CSV over a year is produced a month at a time so it never sits in memory whole.
+CSV_CHUNK_SECONDS = 31 * 86400
+
+
+def hour_row(f: HourFigures, tz: str) -> dict:
+    """One hour as the API's JSON row."""
+    return {
+        "hour": hour_label(f.hour_start, tz),
+        "occupancy_pct": f.occupancy_pct,
+        "peak_occupied": f.peak_occupied,
+        "arrivals": f.arrivals,
+        "coverage_pct": f.coverage_pct,
+        "bays": f.bays,
+    }
+
+
+def _pct(part: float, whole: float) -> float | None:
+    """100 × part / whole with one decimal, None when whole is 0."""
+    return round(100.0 * part / whole, 1) if whole > 0 else None
+
+
+@dataclass
+class LotSummary:
+    """The summary figures of one lot over a range."""
+
+    lot: str
+    name: str
+    bays: int
+    mean_occupancy_pct: float | None
+    peak_hour: str | None
+    peak_hour_occupancy_pct: float | None
+    hours_above_85: int
+    arrivals: int
+    mean_dwell_minutes: float | None
+    median_dwell_minutes: float | None
+    completed_stays: int
+    turnover_per_bay_per_day: float | None
+    coverage_pct: float | None
+
+
+def summarize(lot: Lot, start: float, end: float, figures: Sequence[HourFigures] | None = None) -> LotSummary:
+    """Mean and peak occupancy, busy hours, arrivals, dwell and turnover of one lot."""
+    figures = utilization(lot, start, end) if figures is None else figures
+    occupied = sum(f.occupied_seconds for f in figures)
+    known = sum(f.known_seconds for f in figures)
+    capacity = sum(f.bays * f.span_seconds for f in figures)
+    rated = [f for f in figures if f.occupancy_pct is not None]
+    peak = max(rated, key=lambda f: (f.occupancy_pct, -f.hour_start), default=None)
+    durations = _dwell_minutes(lot.id, start, end)
+    bays = figures[-1].bays if figures else 0
+    days = max((min(end, time.time()) - start) / 86400, 0)
+    arrivals = sum(f.arrivals for f in figures)
+    return LotSummary(
+        lot=lot.id,
+        name=lot.name,
+        bays=bays,
+        mean_occupancy_pct=_pct(occupied, known),
+        peak_hour=hour_label(peak.hour_start, lot.timezone) if peak else None,
+        peak_hour_occupancy_pct=peak.occupancy_pct if peak else None,
+        hours_above_85=sum(1 for f in rated if f.occupancy_pct > BUSY_PCT),
+        arrivals=arrivals,
+        mean_dwell_minutes=round(statistics.fmean(durations), 1) if durations else None,
+        median_dwell_minutes=round(statistics.median(durations), 1) if durations else None,
+        completed_stays=len(durations),
+        turnover_per_bay_per_day=round(arrivals / bays / days, 2) if bays and days >= 1 / 24 else None,
+        coverage_pct=_pct(known, capacity),
+    )
+
+
+def _dwell_minutes(lot_id: str, start: float, end: float) -> list[float]:
+    """Durations of stays that began (an arrival) in [start, end) and completed before `end`."""
+    stale = float(current_app.config["STALE_AFTER"])
+    minutes = []
+    for readings in lot_readings(lot_id, start - stale, end).values():
+        minutes.extend((b - a) / 60 for a, b in stays(readings, stale) if start <= a < end)
+    return minutes
+
+
+def merge_lots(per_lot: Iterable[Sequence[HourFigures]]) -> list[HourFigures]:
+    """Several lots' hours as one: sums per hour instant (peaks add up as an upper bound)."""
+    merged: dict[float, HourFigures] = {}
+    for figures in per_lot:
+        for f in figures:
+            m = merged.get(f.hour_start)
+            if m is None:
+                merged[f.hour_start] = HourFigures(
+                    f.hour_start, f.bays, f.occupied_seconds, f.known_seconds,
+                    f.span_seconds, f.peak_occupied, f.arrivals,
+                )
+                continue
+            # Spans differ only in the unfinished hour; weight capacity by each lot's own span.
+            capacity = m.bays * m.span_seconds + f.bays * f.span_seconds
+            m.bays += f.bays
+            m.span_seconds = capacity / m.bays if m.bays else 0.0
+            m.occupied_seconds += f.occupied_seconds
+            m.known_seconds += f.known_seconds
+            m.peak_occupied += f.peak_occupied
+            m.arrivals += f.arrivals
+    return [merged[h] for h in sorted(merged)]
+
+
+def daily_rows(figures: Sequence[HourFigures], tz: str) -> list[dict]:
+    """Per local day: time-weighted mean occupancy, the highest hourly occupancy, coverage."""
+    zone = ZoneInfo(tz)
+    days: dict[str, list[float]] = {}
+    peaks: dict[str, float] = {}
+    for f in figures:
+        date = dt.datetime.fromtimestamp(f.hour_start, zone).date().isoformat()
+        day = days.setdefault(date, [0.0, 0.0, 0.0])
+        day[0] += f.occupied_seconds
+        day[1] += f.known_seconds
+        day[2] += f.bays * f.span_seconds
+        if f.occupancy_pct is not None:
+            peaks[date] = max(peaks.get(date, f.occupancy_pct), f.occupancy_pct)
+    return [
+        {"date": date, "mean_pct": _pct(occ, known), "peak_pct": peaks.get(date), "coverage_pct": _pct(known, cap)}
+        for date, (occ, known, cap) in sorted(days.items())
+    ]
+
+
+def heatmap(figures: Sequence[HourFigures], tz: str) -> list[list[float | None]]:
+    """Time-weighted occupancy by local weekday (0 = Monday) and hour of day."""
+    zone = ZoneInfo(tz)
+    cells = defaultdict(lambda: [0.0, 0.0])
+    for f in figures:
+        local = dt.datetime.fromtimestamp(f.hour_start, zone)
+        cell = cells[(local.weekday(), local.hour)]
+        cell[0] += f.occupied_seconds
+        cell[1] += f.known_seconds
+    return [[_pct(*cells[(wd, h)]) for h in range(24)] for wd in range(7)]
+
+
+def pattern(lots: Sequence[Lot], start_for, end_for) -> dict:
+    """Heatmap and daily line over the lots, in the first lot's time zone (a city shares one)."""
+    merged = merge_lots(utilization(lot, start_for(lot), end_for(lot)) for lot in lots)
+    tz = lots[0].timezone if lots else "UTC"
+    return {"timezone": tz, "heatmap": heatmap(merged, tz), "daily": daily_rows(merged, tz)}
+
+
+def csv_lines(lots: Sequence[Lot], start_for, end_for) -> Iterator[str]:
+    """The hourly CSV, streamed a month of one lot at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield _drain(buffer)
+    for lot in lots:
+        lo, hi = start_for(lot), end_for(lot)
+        while lo < hi:
+            chunk_end = min(hi, lo + CSV_CHUNK_SECONDS)
+            for f in utilization(lot, lo, chunk_end):
+                row = hour_row(f, lot.timezone)
+                writer.writerow([lot.id, lot.name] + [_csv_value(row[c]) for c in CSV_COLUMNS[2:]])
+            yield _drain(buffer)
+            lo = chunk_end  # chunk_end is lo + whole hours: still an hour boundary
+
+
+def _csv_value(value) -> str:
+    """Empty cell for 'nothing known', plain text otherwise."""
+    return "" if value is None else str(value)
+
+
+def _drain(buffer: io.StringIO) -> str:
+    """Take what the CSV writer produced so far."""
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def lots_in_order(lots: Iterable[Lot]) -> list[Lot]:
+    """Lots sorted by id, the order of every report."""
+    return sorted(lots, key=lambda l: l.id)
