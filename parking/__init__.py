@@ -26,6 +26,9 @@ def create_app(config: dict | None = None) -> Flask:
     extensions.migrate.init_app(app, extensions.db, directory=str(MIGRATIONS_DIR))
     # Imported as a module attribute: the `parking.api` subpackage would shadow a bare `api`.
     extensions.api.init_app(app)
+    extensions.api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "description": "PARKING_ADMIN_TOKEN"}
+    )
 
     from . import cli, errors, pages
     from .api import health, lots, reports
@@ -51,7 +54,10 @@ def _absolute_sqlite_url(url: str) -> str:
     path = Path(parsed.database)
     if not path.is_absolute():
         path = Path(os.getcwd()) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # the database layer reports it, and /healthz answers 503, instead of a crash here
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 

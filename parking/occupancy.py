@@ -22,6 +22,7 @@ import datetime
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 from math import inf
 from operator import itemgetter
 from zoneinfo import ZoneInfo
@@ -70,21 +71,25 @@ def _spans(
     readings: Sequence[Reading], stale_after: float, start: float, end: float
 ) -> Iterator[tuple[float, float, bool]]:
     """Yield the bay's known-state spans clipped to [start, end), adjacent equal states merged."""
-    n = len(readings)
     # Skip history that expired before `start`. A reading at t <= start - stale_after is over by
     # `start`; step back one more so float rounding in that subtraction can never drop a span
-    # (an extra span is harmless: clipping below removes it).
-    i = max(0, bisect_right(readings, start - stale_after, key=_ts) - 1)
+    # (an extra span is harmless: clipping below removes it). Readings at or after `end` say
+    # nothing about [start, end) except where the last one before them stops.
+    lo = max(0, bisect_right(readings, start - stale_after, key=_ts) - 1)
+    hi = bisect_left(readings, end, key=_ts)
+    window = readings[lo:hi]
+    after = readings[hi][0] if hi < len(readings) else inf
+    next_ts = chain(map(_ts, islice(window, 1, None)), (after,))
     open_start = open_end = 0.0
     open_occ: bool | None = None
-    while i < n:
-        t, occupied = readings[i]
-        if t >= end:
-            break
-        i += 1
-        next_t = readings[i][0] if i < n else inf
+    # This loop sees every reading: plain comparisons instead of min()/max() calls.
+    for (t, occupied), next_t in zip(window, next_ts):
+        e = t + stale_after
+        if next_t < e:
+            e = next_t
+        if end < e:
+            e = end
         s = t if t > start else start
-        e = min(next_t, t + stale_after, end)
         if e <= s:
             # Superseded by a reading with the same ts, or entirely before `start`.
             continue
@@ -297,14 +302,18 @@ def _count_arrivals(
     """Add one bay's arrivals to the hour whose counted part [hours[j], ends[j]) contains them."""
     lo = max(1, bisect_left(readings, hours[0], key=_ts))
     hi = bisect_left(readings, ends[-1], key=_ts)
-    for i in range(lo, hi):
-        if _is_arrival(readings[i - 1], readings[i], stale_after):
-            t = readings[i][0]
+    if lo >= hi:
+        return
+    prev_ts, prev_occupied = readings[lo - 1]
+    for t, occupied in readings[lo:hi]:
+        # The rule of _is_arrival, inlined: this loop sees every reading.
+        if occupied and not prev_occupied and t - prev_ts <= stale_after:
             j = bisect_right(hours, t) - 1
             # `hours` need not be contiguous (a reading between two listed hours counts
             # nowhere), and `ends` stops each hour at `now`.
             if j >= 0 and t < ends[j]:
                 arrivals[j] += 1
+        prev_ts, prev_occupied = t, occupied
 
 
 # --------------------------------------------------------------------------- stays, changes

@@ -118,13 +118,13 @@
     const timeout = setTimeout(() => ctl.abort(), 10000);
     try {
       const res = await fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json" } });
-      if (!res.ok) throw new Error("the server answered " + res.status);
+      if (!res.ok) throw new Error("it answered " + res.status);
       // "N min ago" must not depend on the phone's clock being right.
       const date = Date.parse(res.headers.get("Date"));
       if (!isNaN(date)) state.skew = date - Date.now();
       return await res.json();
     } catch (e) {
-      throw new Error(e.name === "AbortError" ? "no answer from the server" : e.name === "TypeError" ? "the server cannot be reached" : e.message);
+      throw new Error(e.name === "AbortError" ? "no answer within 10 s" : e.name === "TypeError" ? "no connection" : e.message);
     } finally {
       clearTimeout(timeout);
     }
@@ -269,6 +269,7 @@
   const map = L.map("map", { zoomControl: true, attributionControl: true });
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
   map.createPane("outline").style.zIndex = 250; // above tiles, below markers and popups
+  map.createPane("labels").style.zIndex = 260;
   const markers = new Map(); // id -> {marker, el}
   const lotLayer = L.layerGroup().addTo(map);
   let hereMarker = null;
@@ -341,7 +342,7 @@
         attribution: "City outline: approximate sample",
         style: (f) => OUTLINE_STYLE[f.properties.kind] || { color: "#999", weight: 1 },
         pointToLayer: (f, ll) => L.marker(ll, {
-          pane: "outline", interactive: false, keyboard: false,
+          pane: "labels", interactive: false, keyboard: false,
           icon: L.divIcon({ className: "place", html: el("span", null, String(f.properties.name || "")), iconSize: null }),
         }),
       }).addTo(map);
@@ -384,7 +385,7 @@
           riseOnHover: true,
         });
         marker.bindPopup(() => popupContent(id), { maxWidth: 280, minWidth: 220, autoPanPadding: [16, 56] });
-        marker.on("click", () => select(id, "map"));
+        marker.on("popupopen", () => select(id, "map")); // click, tap or Enter on a focused marker
         m = { marker };
         markers.set(id, m);
       }
@@ -400,15 +401,41 @@
     }
   }
 
+  /** Lift labels that would cover each other, each on a leader line down to its lot. */
+  function declutter() {
+    const placed = [];
+    const items = [];
+    for (const m of markers.values()) {
+      const node = lotLayer.hasLayer(m.marker) && m.marker.getElement() && m.marker.getElement().firstChild;
+      if (!node) continue;
+      const pt = map.latLngToLayerPoint(m.marker.getLatLng());
+      items.push({ node, pt, w: node.offsetWidth + (node.classList.contains("pr") ? 16 : 0), h: node.offsetHeight + 2 });
+    }
+    items.sort((a, b) => b.pt.y - a.pt.y); // bottom first: labels grow upwards
+    for (const it of items) {
+      const box = { l: it.pt.x - it.w / 2, r: it.pt.x + it.w / 2, b: it.pt.y - 7 };
+      for (let guard = 0; guard < 20; guard++) {
+        box.t = box.b - it.h;
+        const hit = placed.find((o) => box.l < o.r && o.l < box.r && box.t < o.b && o.t < box.b);
+        if (!hit) break;
+        box.b = hit.t - 1;
+      }
+      placed.push(box);
+      it.node.style.setProperty("--dy", Math.round(it.pt.y - 7 - box.b) + "px");
+    }
+  }
+
   function popupContent(id) {
     const f = state.lots.get(id);
     const box = el("div", "popup");
     if (!f) return box;
     box.append(el("h2", "popup-name", String(f.properties.name)), summary(id, f));
-    const more = el("button", "btn", "Bays and details");
-    more.type = "button";
-    more.addEventListener("click", () => openDetail(id, true));
-    box.append(more);
+    if (narrow.matches || state.selected !== id || $("detail").hidden) {
+      const more = el("button", "btn", "Bays and details");
+      more.type = "button";
+      more.addEventListener("click", () => openDetail(id, true));
+      box.append(more);
+    }
     return box;
   }
 
@@ -478,11 +505,11 @@
 
   function select(id, from) {
     state.selected = id;
+    // From the list: the details (and on a wide screen the popup too). From the map: the popup
+    // only, so that browsing markers never hides the list.
     if (from === "list") {
       openDetail(id, true);
       if (!narrow.matches) showOnMap(id, false);
-    } else if (!narrow.matches) {
-      openDetail(id, false);
     }
     render();
   }
@@ -561,6 +588,7 @@
     if (which === "map") {
       map.invalidateSize();
       if (!state.fitted) fitToLots();
+      declutter(); // label sizes are only known once the map is displayed
     }
   }
 
@@ -598,6 +626,7 @@
   function render() {
     const shown = visibleLots();
     renderMarkers(shown);
+    declutter();
     renderList(shown);
     renderNotice();
     renderFreshness();
@@ -647,6 +676,7 @@
     map.invalidateSize();
     if (!state.fitted) fitToLots();
   });
+  map.on("zoomend", declutter);
   map.setView([0, 0], 2); // placeholder until the lots (or the outline) give the real extent
   if (cfg.tileUrl) addTiles();
   addOutline();

@@ -81,11 +81,9 @@ def database_url(backend: str, templates: dict, tmp_path: Path) -> str:
     url = templates["postgresql"]
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "TRUNCATE readings, rollup_dirty, hourly_utilization, bays, lots RESTART IDENTITY CASCADE"
-            )
-        )
+        # DELETE beats TRUNCATE on tables this small (TRUNCATE rewrites files each time).
+        for table in ("readings", "rollup_dirty", "hourly_utilization", "bays", "lots"):
+            conn.execute(text(f"DELETE FROM {table}"))
     engine.dispose()
     return url
 

@@ -1,0 +1,191 @@
+"""Lot import (file, CLI, admin API) and the current-state API."""
+import copy
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from parking.extensions import db
+from parking.ingest import Reading, ingest
+from parking.lots import LotFileError, import_lots
+from parking.models import Bay, Lot
+from parking.models import Reading as Row
+
+from .conftest import ADMIN_TOKEN, CITY_FILE
+
+CITY = json.loads(CITY_FILE.read_text())
+
+
+def test_import_creates_lots_and_bays(app):
+    counts = import_lots(CITY, "Europe/Berlin")
+    assert counts == {"lots_added": 3, "lots_updated": 0, "bays_added": 12}
+    garage = db.session.get(Lot, "GARAGE")
+    assert garage.lon == pytest.approx(12.0905) and garage.lat == pytest.approx(49.0155)
+    street = db.session.get(Lot, "STREET")
+    assert street.timezone == "Europe/Berlin"  # default applied
+
+
+def test_reimport_updates_and_adds_never_drops(city):
+    ingest([Reading("GAR-001", True, time.time() - 5)])
+    doc = copy.deepcopy(CITY)
+    garage = doc["features"][1]
+    garage["properties"]["name"] = "Garage Mitte (renamed)"
+    garage["properties"]["bays"] = ["GAR-001", "GAR-007"]  # GAR-002..006 left out, GAR-007 new
+    counts = import_lots(doc, "Europe/Berlin")
+    assert counts == {"lots_added": 0, "lots_updated": 3, "bays_added": 1}
+    assert db.session.get(Lot, "GARAGE").name == "Garage Mitte (renamed)"
+    assert db.session.scalar(select(func.count()).select_from(Bay).where(Bay.lot_id == "GARAGE")) == 7
+    assert db.session.scalar(select(func.count()).select_from(Row)) == 1
+
+
+def _broken(path, value):
+    doc = copy.deepcopy(CITY)
+    target = doc["features"][1]
+    *parents, last = path
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    "doc, expected",
+    [
+        (_broken(["properties", "name"], ""), "feature 1 (id 'GARAGE'): properties.name"),
+        (_broken(["id"], "bad id!"), "feature 1 (id 'bad id!'): id"),
+        (_broken(["properties", "bays"], ["ok", "no spaces"]), "properties.bays.1"),
+        (_broken(["properties", "category"], "castle"), "properties.category"),
+        (_broken(["properties", "timezone"], "Mars/Olympus"), "properties.timezone"),
+        (_broken(["properties", "url"], "javascript:alert(1)"), "properties.url"),
+        (_broken(["geometry"], {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), "geometry.type"),
+        (_broken(["geometry"], {"type": "Point", "coordinates": [200, 0]}), "geometry.coordinates"),
+        (_broken(["properties", "bays"], ["PRW-001"]), "bay PRW-001 is also in lot PR-WEST"),
+        ({"type": "Feature"}, "FeatureCollection"),
+    ],
+)
+def test_bad_file_refused_whole(app, doc, expected):
+    with pytest.raises(LotFileError) as info:
+        import_lots(doc, "Europe/Berlin")
+    assert expected in info.value.message
+    assert db.session.scalar(select(func.count()).select_from(Lot)) == 0
+
+
+def test_cli_import_is_idempotent(runner, tmp_path):
+    result = runner.invoke(args=["import-lots", str(CITY_FILE)])
+    assert result.exit_code == 0, result.output
+    assert "lots added 3" in result.output
+    result = runner.invoke(args=["import-lots", str(CITY_FILE)])
+    assert "lots added 0, updated 3, bays added 0" in result.output
+
+
+def test_cli_refuses_bad_file(runner, tmp_path):
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps(_broken(["properties", "name"], "")))
+    result = runner.invoke(args=["import-lots", str(bad)])
+    assert result.exit_code != 0
+    assert "refused, nothing imported" in result.output and "properties.name" in result.output
+
+
+def test_admin_import_needs_token(client):
+    assert client.post("/api/lots", json=CITY).status_code == 401
+    wrong = client.post("/api/lots", json=CITY, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json["code"] == 401
+    ok = client.post("/api/lots", json=CITY, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert ok.status_code == 200 and ok.json["lots_added"] == 3
+    bad = client.post("/api/lots", json={"type": "FeatureCollection", "features": [{}]},
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert bad.status_code == 400 and "feature 0" in bad.json["message"]
+
+
+def test_admin_writes_off_without_token(app, client):
+    app.config["ADMIN_TOKEN"] = None
+    response = client.post("/api/lots", json=CITY, headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403
+
+
+def test_lot_list_counts_follow_the_interval_rule(city, client):
+    now = time.time()
+    ingest([
+        Reading("PRW-001", True, now - 60),
+        Reading("PRW-002", False, now - 60),
+        Reading("PRW-003", True, now - 1900),  # stale: unknown
+    ], now=now)
+    features = {f["id"]: f for f in client.get("/api/lots").json["features"]}
+    assert set(features) == {"PR-WEST", "GARAGE", "STREET"}
+    pr = features["PR-WEST"]["properties"]
+    assert (pr["total"], pr["free"], pr["occupied"], pr["unknown"]) == (4, 1, 1, 2)
+    assert pr["occupancy"] == 0.5 and pr["status"] == "spacesAvailable"
+    assert pr["park_and_ride"]["stops"][0]["lines"] == ["6", "12"]
+    assert features["GARAGE"]["properties"]["status"] == "unknown"
+    assert features["GARAGE"]["properties"]["occupancy"] is None
+    assert features["GARAGE"]["geometry"]["type"] == "Point"
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("park_and_ride=true", {"PR-WEST"}),
+        ("bbox=12.08,49.01,12.10,49.02", {"GARAGE", "STREET"}),
+        ("min_free=1", {"PR-WEST"}),
+        ("", {"PR-WEST", "GARAGE", "STREET"}),
+    ],
+)
+def test_lot_list_filters(city, client, query, expected):
+    ingest([Reading("PRW-001", False)])
+    ids = {f["id"] for f in client.get(f"/api/lots?{query}").json["features"]}
+    assert ids == expected
+
+
+@pytest.mark.parametrize("query", ["bbox=1,2,3", "bbox=a,b,c,d", "min_free=-1", "park_and_ride=maybe"])
+def test_lot_list_bad_filters(city, client, query):
+    response = client.get(f"/api/lots?{query}")
+    assert response.status_code == 400
+    assert response.json["message"].split(":")[0] in query
+
+
+def test_full_and_almost_full(city, client):
+    now = time.time()
+    ingest([Reading(f"GAR-00{i}", True, now - 1) for i in range(1, 7)], now=now)
+    assert client.get("/api/lots/GARAGE").json["properties"]["status"] == "full"
+    ingest([Reading("GAR-001", False, now)], now=now)
+    assert client.get("/api/lots/GARAGE").json["properties"]["status"] == "spacesAvailable"
+
+
+def test_lot_detail_lists_bays(city, client):
+    now = time.time()
+    ingest([Reading("STR-001", True, now - 30, battery=55)], now=now)
+    body = client.get("/api/lots/STREET").json
+    bays = {b["id"]: b for b in body["properties"]["bays"]}
+    assert bays["STR-001"]["status"] == "occupied" and bays["STR-001"]["battery"] == 55
+    assert bays["STR-001"]["since"].endswith("+00:00")
+    assert bays["STR-002"] == {"id": "STR-002", "status": "unknown", "since": None, "last_seen": None, "battery": None}
+
+
+def test_unknown_lot_is_404_json(city, client):
+    response = client.get("/api/lots/NOPE")
+    assert response.status_code == 404
+    assert response.json == {"code": 404, "status": "Not Found", "message": "unknown lot: NOPE"}
+
+
+def test_events_csv_lists_state_changes_in_ts_order(city, client):
+    base = 1_790_000_000.0
+    ingest([Reading("GAR-001", False, base - 100)], now=base + 5000)  # before the range
+    ingest([
+        Reading("GAR-001", False, base + 10),   # repeats the state: no event
+        Reading("GAR-001", True, base + 20),
+        Reading("GAR-002", True, base + 15),    # first reading of the bay: an event
+        Reading("GAR-001", True, base + 30),    # heartbeat
+    ], now=base + 5000)
+    ingest([Reading("GAR-001", False, base + 25)], now=base + 5000)  # late, lands in its place
+    response = client.get(f"/api/lots/GARAGE/events.csv?from=2026-09-21T14:13:00Z&to=2026-09-22")
+    assert response.status_code == 200
+    assert "attachment" in response.headers["Content-Disposition"]
+    lines = response.data.decode().splitlines()
+    assert lines[0] == "bay_id,ts,occupied"
+    assert lines[1:] == [
+        "GAR-002,2026-09-21T14:13:35+00:00,true",
+        "GAR-001,2026-09-21T14:13:40+00:00,true",
+        "GAR-001,2026-09-21T14:13:45+00:00,false",
+        "GAR-001,2026-09-21T14:13:50+00:00,true",
+    ]

@@ -1,0 +1,481 @@
+"""The drivers' map (`/`) in a real browser: Debian's Chromium driven by Playwright against the
+real app over loopback. Every request to a host other than 127.0.0.1 is aborted, so these tests
+also prove the page needs no internet.
+
+Locally the module skips when there is no Chromium; with CI set it fails instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import re
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = os.environ.get("PARKING_CHROMIUM", "/usr/bin/chromium")
+HAVE_CHROMIUM = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
+IN_CI = bool(os.environ.get("CI"))
+if not HAVE_CHROMIUM and not IN_CI:
+    pytest.skip(
+        f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
+        "PARKING_CHROMIUM); with CI set they fail instead of skipping",
+        allow_module_level=True,
+    )
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:
+    if IN_CI:
+        raise
+    pytest.skip("browser tests need Playwright for Python (the `test` extra)", allow_module_level=True)
+
+LAUNCH_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: the page sees nothing but JSON, and the API tests cover PostgreSQL."""
+    return "sqlite"
+
+
+@pytest.fixture
+def readings(city):
+    """Current readings through the one write path. PR-WEST: 2 free, 1 occupied, 1 not reporting;
+    GARAGE: 6 occupied (full); STREET: STR-001 free, STR-002 occupied."""
+    from parking.ingest import Reading, ingest
+
+    now = time.time()
+    states = {"PRW-001": False, "PRW-002": True, "PRW-003": False, "STR-001": False, "STR-002": True}
+    states.update({f"GAR-00{i}": True for i in range(1, 7)})
+    ingest([Reading(bay, occupied, now - 120) for bay, occupied in states.items()])
+    return states
+
+
+@pytest.fixture
+def site(live_server, readings) -> str:
+    """Base URL of the live app with the test city and its readings."""
+    return live_server.rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session."""
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"CI is set but there is no Chromium at {CHROMIUM}", pytrace=False)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class MapPage:
+    """A page on `/` and what it tried that it should not have."""
+
+    page: Page
+    blocked: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def open_map(browser, site):
+    """Open `/` in a fresh context; options: viewport, fake clock, geolocation, HTML rewrite."""
+    contexts = []
+    opened: list[MapPage] = []
+
+    def _open(viewport=DESKTOP, clock=False, geolocation=None, rewrite_html=None, rewrite_api=None) -> MapPage:
+        extra = {"geolocation": geolocation, "permissions": ["geolocation"]} if geolocation else {}
+        context = browser.new_context(viewport=viewport, locale="en-GB", timezone_id="Europe/Berlin", **extra)
+        contexts.append(context)
+        mp = MapPage(context.new_page())
+
+        def guard(route):
+            if urlsplit(route.request.url).hostname == "127.0.0.1":
+                route.fallback()
+            else:
+                mp.blocked.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        if rewrite_html:
+            mp.page.route(site + "/", lambda route: route.fulfill(
+                response=(resp := route.fetch()), body=rewrite_html(resp.text())))
+        if rewrite_api:
+            mp.page.route("**/api/lots", lambda route: route.fulfill(json=rewrite_api(route.fetch().json())))
+        mp.page.on("pageerror", lambda exc: mp.errors.append(str(exc)))
+        mp.page.on("dialog", lambda dialog: (mp.dialogs.append(dialog.message), dialog.dismiss()))
+        if clock:
+            mp.page.clock.install()
+        mp.page.goto(site + "/")
+        expect(mp.page.locator(".lot-item").first).to_be_attached()
+        opened.append(mp)
+        return mp
+
+    yield _open
+    for context in contexts:
+        context.close()
+    for mp in opened:
+        assert not mp.errors, f"uncaught errors in the page: {mp.errors}"
+        assert not mp.dialogs, f"the page opened dialogs: {mp.dialogs}"
+
+
+def get_json(site: str, path: str) -> dict:
+    """GET a JSON document from the live app."""
+    with urllib.request.urlopen(site + path, timeout=10) as resp:
+        return json.load(resp)
+
+
+def features(site: str, query: str = "") -> dict[str, dict]:
+    """The lots of `/api/lots` by id."""
+    return {f["id"]: f for f in get_json(site, "/api/lots" + query)["features"]}
+
+
+def marker(page: Page, lot_id: str):
+    """The map marker of one lot."""
+    return page.locator(f'.lot-marker[data-lot-id="{lot_id}"]')
+
+
+def list_ids(page: Page) -> list[str]:
+    """Lot ids of the list, in the order shown."""
+    return page.locator("#lot-list .lot-item").evaluate_all("els => els.map(e => e.dataset.lotId)")
+
+
+def coap_post(host: str, port: int, payload) -> str:
+    """POST readings as JSON to the gateway with a real CoAP client; returns the response code."""
+    import aiocoap
+
+    async def post():
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            msg = aiocoap.Message(code=aiocoap.POST, uri=f"coap://{host}:{port}/occupancy",
+                                  payload=json.dumps(payload).encode())
+            msg.opt.content_format = 50
+            resp = await asyncio.wait_for(ctx.request(msg).response, 15)
+            return str(resp.code)
+        finally:
+            await ctx.shutdown()
+
+    # Its own thread and event loop: Playwright's sync API owns the loop of this thread.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, post()).result(timeout=30)
+
+
+def test_one_marker_per_lot_labelled_with_its_free_count(open_map, site):
+    lots = features(site)
+    page = open_map().page
+    expect(page.locator(".lot-marker")).to_have_count(len(lots))
+    ids = page.locator(".lot-marker").evaluate_all("els => els.map(e => e.dataset.lotId)")
+    assert sorted(ids) == sorted(lots)
+    for lot_id, f in lots.items():
+        p = f["properties"]
+        expect(marker(page, lot_id)).to_have_attribute("data-free", str(p["free"]))
+        expect(marker(page, lot_id)).to_have_attribute("data-status", p["status"])
+        # the number is on the marker itself, and a screen reader hears name and status
+        expect(marker(page, lot_id).locator(".num")).to_have_text(str(p["free"]))
+        expect(marker(page, lot_id)).to_contain_text(p["name"])
+    expect(page.locator("#lot-list .lot-item")).to_have_count(len(lots))
+
+
+def test_popup_numbers_and_links_equal_the_api(open_map, site):
+    lots = features(site)
+    page = open_map().page
+    for lot_id, f in lots.items():
+        p = f["properties"]
+        marker(page, lot_id).click()
+        popup = page.locator(".leaflet-popup")
+        summary = popup.locator(f'.lot-summary[data-lot-id="{lot_id}"]')
+        expect(popup.locator(".popup-name")).to_have_text(p["name"])
+        expect(summary.locator('[data-field="free"]')).to_have_text(str(p["free"]))
+        expect(summary.locator('[data-field="total"]')).to_have_text(str(p["total"]))
+        if p["unknown"]:
+            expect(summary.locator('[data-field="unknown"]')).to_have_text(str(p["unknown"]))
+        else:
+            expect(summary.locator('[data-field="unknown"]')).to_have_count(0)
+        words = {"spacesAvailable": "Spaces available", "full": "Full", "almostFull": "Almost full"}
+        expect(summary.locator('[data-field="status"]')).to_contain_text(words[p["status"]])
+        expect(summary).to_contain_text(re.compile(r"updated (just now|\d+ min ago)"))
+        lon, lat = f["geometry"]["coordinates"]
+        directions = summary.get_by_role("link", name="Directions")
+        expect(directions).to_have_attribute("href", re.compile(rf"^https://www\.openstreetmap\.org/directions\?to={lat:.5f}%2C{lon:.5f}$"))
+        hrefs = summary.locator("a").evaluate_all("els => els.map(a => a.href)")
+        if p["url"]:
+            assert p["url"] in hrefs
+        ride = p["park_and_ride"]
+        if ride:
+            expect(summary).to_contain_text(f"{ride['minutes_to_centre']} min to the centre")
+            for stop in ride["stops"]:
+                expect(summary.get_by_role("link", name=stop["name"])).to_have_attribute("href", stop["url"])
+                expect(summary).to_contain_text(", ".join(stop["lines"]))
+            expect(summary.get_by_role("link", name="Park and ride information")).to_have_attribute("href", ride["url"])
+        popup.locator(".leaflet-popup-close-button").click()
+        expect(popup).to_have_count(0)
+
+
+def test_bay_grid_shows_each_bay_as_the_api_does(open_map, site):
+    page = open_map().page
+    lot = get_json(site, "/api/lots/PR-WEST")
+    page.locator('.lot-item[data-lot-id="PR-WEST"]').click()
+    expect(page.locator("#detail-name")).to_have_text(lot["properties"]["name"])
+    expect(page.locator("#detail-name")).to_be_focused()
+    cells = page.locator("#bays .bay-grid .bay")
+    expect(cells).to_have_count(len(lot["properties"]["bays"]))
+    for bay in lot["properties"]["bays"]:
+        expect(page.locator(f'#bays [data-bay="{bay["id"]}"]')).to_have_attribute("data-status", bay["status"])
+    expect(page.locator("#bays .legend")).to_contain_text("2 free")
+    expect(page.locator("#bays .legend")).to_contain_text("1 occupied")
+    expect(page.locator("#bays .legend")).to_contain_text("1 not reporting")
+    page.get_by_role("button", name="All car parks").click()
+    expect(page.locator('.lot-item[data-lot-id="PR-WEST"]')).to_be_focused()
+
+
+def test_keyboard_opens_a_marker_popup(open_map, site):
+    page = open_map().page
+    marker(page, "STREET").locator("xpath=..").focus()  # Leaflet's focusable icon element
+    page.keyboard.press("Enter")
+    expect(page.locator('.leaflet-popup [data-field="free"]')).to_have_text(
+        str(features(site)["STREET"]["properties"]["free"]))
+
+
+def test_park_and_ride_filter(open_map, site):
+    everything = features(site)
+    park_and_ride = features(site, "?park_and_ride=true")
+    assert park_and_ride and len(park_and_ride) < len(everything)
+    page = open_map().page
+    page.get_by_label("Park and ride only").check()
+    expect(page.locator("#lot-list .lot-item")).to_have_count(len(park_and_ride))
+    assert sorted(list_ids(page)) == sorted(park_and_ride)
+    expect(page.locator(".lot-marker")).to_have_count(len(park_and_ride))
+    expect(page.locator("#list-summary")).to_contain_text(f"{len(park_and_ride)} of {len(everything)}")
+    page.get_by_label("Park and ride only").uncheck()
+    expect(page.locator(".lot-marker")).to_have_count(len(everything))
+
+
+def test_minimum_free_and_search_filters(open_map, site):
+    lots = features(site)
+    page = open_map().page
+    page.get_by_label("At least").fill("2")
+    expect(page.locator("#lot-list .lot-item")).to_have_count(len(features(site, "?min_free=2")))
+    page.get_by_label("At least").fill("")
+    page.get_by_label("Search by name").fill("gesandten")  # case-insensitive part of a name
+    expect(page.locator("#lot-list .lot-item")).to_have_count(1)
+    assert list_ids(page) == ["STREET"]
+    page.get_by_label("Search by name").fill("nothing like this")
+    expect(page.locator("#lot-list .lot-item")).to_have_count(0)
+    expect(page.locator("#list-summary")).to_have_text("No car park matches the filters.")
+    page.get_by_label("Search by name").fill("")
+    expect(page.locator("#lot-list .lot-item")).to_have_count(len(lots))
+
+
+def test_a_reading_posted_over_coap_shows_after_the_refresh(open_map, site, coap_gateway):
+    before = features(site)["STREET"]["properties"]
+    mp = open_map(clock=True)
+    page = mp.page
+    expect(marker(page, "STREET")).to_have_attribute("data-free", str(before["free"]))
+    page.evaluate("window.__notReloaded = true")
+    host, port = coap_gateway
+    code = coap_post(host, port, {"bay": "STR-001", "occupied": True, "ts": time.time(), "seq": 7})
+    assert code.startswith("2.04"), code
+    after = features(site)["STREET"]["properties"]
+    assert after["free"] == before["free"] - 1
+    expect(marker(page, "STREET")).to_have_attribute("data-free", str(before["free"]))  # not yet
+    page.clock.fast_forward(31_000)  # past the 30 s refresh
+    expect(marker(page, "STREET")).to_have_attribute("data-free", str(after["free"]))
+    expect(marker(page, "STREET")).to_have_attribute("data-status", after["status"])
+    expect(page.locator('.lot-item[data-lot-id="STREET"] .num')).to_have_text(str(after["free"]))
+    assert page.evaluate("window.__notReloaded") is True
+
+
+def test_refresh_pauses_while_the_tab_is_hidden(open_map):
+    mp = open_map(clock=True)
+    page = mp.page
+    calls = []
+    page.on("request", lambda r: calls.append(r.url) if urlsplit(r.url).path == "/api/lots" else None)
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.clock.fast_forward(95_000)
+    page.wait_for_timeout(300)
+    assert calls == []
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.clock.run_for(1000)
+    for _ in range(50):
+        if calls:
+            break
+        page.wait_for_timeout(100)
+    assert len(calls) == 1  # back in view: refreshed at once, since the data was due
+
+
+def test_unreachable_server_shows_a_notice_not_silently_old_numbers(open_map):
+    page = open_map(clock=True).page
+    notice = page.locator("#notice")
+    expect(notice).to_have_attribute("role", "status")
+    expect(notice).to_have_text("")
+    page.route("**/api/lots", lambda route: route.abort())
+    page.clock.fast_forward(31_000)
+    expect(notice).to_contain_text("Cannot reach the server")
+    expect(page.locator("body")).to_have_class(re.compile(r"\bis-stale\b"))
+    expect(page.locator("#freshness")).to_contain_text("Offline")
+    page.unroute("**/api/lots")
+    notice.get_by_role("button", name="Retry now").click()
+    expect(notice).to_have_text("")
+    expect(page.locator("body")).not_to_have_class(re.compile(r"\bis-stale\b"))
+
+
+def test_old_readings_are_marked_stale(open_map, site):
+    def age(doc):
+        for f in doc["features"]:
+            f["properties"]["updated_at"] = "2020-01-01T00:00:00+00:00"
+        return doc
+
+    page = open_map(rewrite_api=age).page
+    expect(page.locator("#notice")).to_contain_text("No new sensor readings")
+    expect(page.locator("body")).to_have_class(re.compile(r"\bis-stale\b"))
+    expect(page.locator(".lot-marker.stale")).to_have_count(len(features(site)))
+    expect(page.locator(".lot-item.stale").first).to_contain_text("old data")
+
+
+def test_names_and_links_from_the_lot_file_are_text(open_map, site, city):
+    from parking.lots import import_lots
+
+    import_lots({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "id": "HOSTILE", "geometry": {"type": "Point", "coordinates": [12.08, 49.02]},
+        "properties": {"name": HOSTILE, "address": "<script>alert(2)</script>", "bays": ["HOS-1"],
+                       "park_and_ride": {"stops": [{"name": "<b onmouseover=alert(3)>stop</b>", "lines": ["<i>1</i>"]}],
+                                         "minutes_to_centre": 3}}}]}, "Europe/Berlin")
+    page = open_map().page
+    item = page.locator('.lot-item[data-lot-id="HOSTILE"]')
+    expect(item.locator(".li-name")).to_have_text(HOSTILE)
+    expect(marker(page, "HOSTILE")).to_contain_text(HOSTILE)
+    marker(page, "HOSTILE").click()
+    expect(page.locator(".leaflet-popup .popup-name")).to_have_text(HOSTILE)
+    expect(page.locator(".leaflet-popup")).to_contain_text("<script>alert(2)</script>")
+    expect(page.locator(".leaflet-popup")).to_contain_text("<b onmouseover=alert(3)>stop</b>")
+    page.locator(".leaflet-popup-close-button").click()
+    item.click()
+    expect(page.locator("#detail-name")).to_have_text(HOSTILE)
+    assert page.locator("[onerror], [onmouseover], script:not([src]), b, i").count() == 0
+
+
+def test_only_http_links_are_links(open_map, site):
+    def poison(doc):
+        for f in doc["features"]:
+            p = f["properties"]
+            p["url"] = "javascript:alert(1)"
+            if p["park_and_ride"]:
+                p["park_and_ride"]["url"] = "data:text/html,<script>alert(2)</script>"
+                for stop in p["park_and_ride"]["stops"]:
+                    stop["url"] = " JavaScript:alert(3)"
+        return doc
+
+    page = open_map(rewrite_api=poison).page
+    marker(page, "PR-WEST").click()
+    popup = page.locator(".leaflet-popup")
+    expect(popup).to_contain_text("Westbad")  # the stop is still named, only not linked
+    expect(popup.get_by_role("link", name="Directions")).to_be_visible()
+    hrefs = page.locator("a[href]").evaluate_all("els => els.map(a => a.getAttribute('href'))")
+    assert hrefs and all(re.match(r"^(https?:|#)", h) for h in hrefs), hrefs
+    expect(popup.get_by_role("link", name="Car park website")).to_have_count(0)
+
+
+def test_the_page_works_with_no_tiles_and_no_internet(open_map, site):
+    lots = features(site)
+    mp = open_map()
+    page = mp.page
+    assert page.locator("body").get_attribute("data-tile-url") == ""
+    expect(page.locator(".lot-marker")).to_have_count(len(lots))
+    expect(page.locator(".leaflet-outline-pane path").first).to_be_attached()  # the bundled city
+    expect(page.locator(".leaflet-labels-pane .place").first).to_be_attached()
+    assert page.locator(".leaflet-tile").count() == 0
+    assert mp.blocked == []  # nothing asked of any other host: no CDN, no tiles, no fonts
+    page.locator('.lot-item[data-lot-id="GARAGE"]').click()
+    expect(page.locator('#detail-body [data-field="free"]')).to_have_text(str(lots["GARAGE"]["properties"]["free"]))
+
+
+def test_failing_tiles_never_blank_the_page(open_map, site):
+    attribution = ('&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+                   f"{HOSTILE}")
+
+    def with_tiles(text: str) -> str:
+        text = text.replace('data-tile-url=""', 'data-tile-url="https://tiles.example.org/{z}/{x}/{y}.png"')
+        return re.sub(r'data-tile-attribution="[^"]*"',
+                      f'data-tile-attribution="{html.escape(attribution)}"', text)
+
+    mp = open_map(rewrite_html=with_tiles)
+    page = mp.page
+    expect(page.locator(".lot-marker")).to_have_count(len(features(site)))
+    expect(page.locator(".leaflet-tile").first).to_be_attached()
+    page.wait_for_timeout(500)
+    assert any("tiles.example.org" in url for url in mp.blocked)
+    assert page.locator(".leaflet-tile").evaluate_all(
+        "els => els.every(t => !t.complete || t.naturalWidth === 0 ? t.style.visibility === 'hidden' : true)")
+    expect(page.locator(".leaflet-outline-pane path").first).to_be_attached()
+    credit = page.locator(".leaflet-control-attribution")
+    expect(credit.get_by_role("link", name="OpenStreetMap")).to_have_attribute(
+        "href", "https://www.openstreetmap.org/copyright")
+    expect(credit).to_contain_text("© OpenStreetMap contributors")
+    assert credit.locator("img").count() == 0  # operator HTML keeps its text and http(s) links only
+
+
+def test_the_list_is_the_main_view_on_a_phone(open_map, site):
+    lots = features(site)
+    page = open_map(viewport=PHONE).page
+    expect(page.locator("#lot-list")).to_be_visible()
+    expect(page.locator("#map")).to_be_hidden()
+    expected = sorted(lots, key=lambda i: (-lots[i]["properties"]["free"], lots[i]["properties"]["name"]))
+    assert list_ids(page) == expected
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # by keyboard: search, then Tab to the one result and open it
+    search = page.get_by_label("Search by name")
+    search.focus()
+    page.keyboard.type("West")
+    expect(page.locator("#lot-list .lot-item")).to_have_count(1)
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.lotId") == "PR-WEST":
+            break
+    else:
+        pytest.fail("the list item cannot be reached with Tab")
+    button = page.get_by_role("button", name=re.compile(r"^P\+R West\b"))
+    expect(button).to_be_focused()
+    expect(button).to_contain_text(f"free of {lots['PR-WEST']['properties']['total']}")
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail-name")).to_be_focused()
+    expect(page.locator('#detail-body [data-field="free"]')).to_have_text(str(lots["PR-WEST"]["properties"]["free"]))
+    page.get_by_role("button", name="All car parks").click()
+    search.fill("")
+    # and the map one tap away
+    page.get_by_role("button", name="Map", exact=True).click()
+    expect(page.locator("#map")).to_be_visible()
+    expect(page.locator("#lot-list")).to_be_hidden()
+    expect(page.locator(".lot-marker")).to_have_count(len(lots))
+    expect(marker(page, "GARAGE")).to_be_visible()
+    page.get_by_role("button", name="List", exact=True).click()
+    expect(page.locator("#lot-list")).to_be_visible()
+
+
+def test_nearest_first_uses_the_location_only_when_asked(open_map, site):
+    lots = features(site)
+    page = open_map(geolocation={"latitude": 49.0190, "longitude": 12.0970}).page
+    assert list_ids(page)[0] == max(lots, key=lambda i: lots[i]["properties"]["free"])
+    page.get_by_role("button", name="Nearest first").click()
+    expect(page.get_by_role("button", name="Nearest first")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#lot-list .lot-item").first).to_have_attribute("data-lot-id", "STREET")
+    expect(page.locator("#lot-list .lot-item").first).to_contain_text("m away")
+    assert list_ids(page) == ["STREET", "GARAGE", "PR-WEST"]

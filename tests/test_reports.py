@@ -1,0 +1,120 @@
+"""Utilization JSON, CSV, XLSX, summary and pattern over HTTP, with exact local-hour calendars."""
+import csv
+import io
+
+import pytest
+from openpyxl import load_workbook
+
+from parking.ingest import Reading, ingest
+from parking.occupancy import local_midnight
+
+SPRING = local_midnight(__import__("datetime").date(2026, 3, 29), "Europe/Berlin")
+
+
+def test_spring_forward_day_has_23_rows(city, client):
+    body = client.get("/api/lots/GARAGE/utilization?from=2026-03-29&to=2026-03-30").json
+    assert body["lot"] == "GARAGE" and body["timezone"] == "Europe/Berlin"
+    hours = [r["hour"] for r in body["rows"]]
+    assert len(hours) == 23
+    assert hours[:4] == ["2026-03-29T00:00:00+01:00", "2026-03-29T01:00:00+01:00",
+                         "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00"]
+
+
+def test_fall_back_day_has_25_rows(city, client):
+    rows = client.get("/api/lots/GARAGE/utilization?from=2026-10-25&to=2026-10-26").json["rows"]
+    hours = [r["hour"] for r in rows]
+    assert len(hours) == 25
+    assert hours[2:4] == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
+
+
+def test_utilization_numbers(city, client):
+    # 01:00-02:00 local on 29 March: GAR-001 occupied 01:00-01:30, free 01:30-02:00 (stale 1800).
+    h1 = SPRING + 3600
+    ingest([Reading("GAR-001", False, h1 - 60), Reading("GAR-001", True, h1),
+            Reading("GAR-001", False, h1 + 1800)], now=h1 + 86400)
+    rows = client.get("/api/lots/GARAGE/utilization?from=2026-03-29T01:00:00%2B01:00"
+                      "&to=2026-03-29T03:00:00%2B02:00").json["rows"]
+    assert len(rows) == 1
+    assert rows[0] == {"hour": "2026-03-29T01:00:00+01:00", "occupancy_pct": 50.0, "peak_occupied": 1,
+                       "arrivals": 1, "coverage_pct": 16.7, "bays": 6}
+
+
+@pytest.mark.parametrize(
+    "query, status, names",
+    [
+        ("from=2026-03-30&to=2026-03-29", 400, "from"),
+        ("from=yesterday&to=2026-03-29", 400, "from"),
+        ("from=2026-03-29T00:00:00&to=2026-03-30", 400, "from"),  # no offset
+        ("to=2026-03-29", 400, "from"),
+        ("from=2026-03-29", 400, "to"),
+    ],
+)
+def test_bad_range_arguments(city, client, query, status, names):
+    response = client.get(f"/api/lots/GARAGE/utilization?{query}")
+    assert response.status_code == status
+    assert response.json["code"] == status and names in response.json["message"]
+
+
+def test_unknown_lot_in_reports(city, client):
+    response = client.get("/api/reports/utilization.csv?lot=GARAGE&lot=NOPE&from=2026-03-29&to=2026-03-30")
+    assert response.status_code == 404 and "NOPE" in response.json["message"]
+    assert client.get("/api/lots/NOPE/utilization?from=2026-03-29&to=2026-03-30").status_code == 404
+
+
+def _day_of_readings():
+    for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001"]):
+        t = SPRING + 8 * 3600 + i * 300
+        ingest([Reading(bay, False, t), Reading(bay, True, t + 600), Reading(bay, True, t + 1800),
+                Reading(bay, False, t + 3000)], now=SPRING + 3 * 86400)
+
+
+def test_csv_for_several_lots(city, client):
+    _day_of_readings()
+    response = client.get("/api/reports/utilization.csv?lot=GARAGE&lot=PR-WEST&from=2026-03-29&to=2026-03-30")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    rows = list(csv.DictReader(io.StringIO(response.data.decode())))
+    assert list(rows[0]) == ["lot_id", "lot_name", "hour", "occupancy_pct", "peak_occupied",
+                             "arrivals", "coverage_pct", "bays"]
+    assert len(rows) == 46 and {r["lot_id"] for r in rows} == {"GARAGE", "PR-WEST"}
+    json_rows = client.get("/api/lots/GARAGE/utilization?from=2026-03-29&to=2026-03-30").json["rows"]
+    for row, expected in zip([r for r in rows if r["lot_id"] == "GARAGE"], json_rows):
+        assert row["hour"] == expected["hour"] and row["lot_name"] == "Garage Mitte"
+        assert row["occupancy_pct"] == ("" if expected["occupancy_pct"] is None else str(expected["occupancy_pct"]))
+        assert int(row["arrivals"]) == expected["arrivals"]
+
+
+def test_csv_without_lot_means_every_lot(city, client):
+    rows = client.get("/api/reports/utilization.csv?from=2026-03-29&to=2026-03-30").data.decode().splitlines()
+    assert len(rows) == 1 + 3 * 23
+
+
+def test_summary_and_xlsx_agree(city, client):
+    _day_of_readings()
+    query = "lot=GARAGE&from=2026-03-29&to=2026-03-30"
+    summary = client.get(f"/api/reports/summary?{query}").json["lots"][0]
+    assert summary["arrivals"] == 2 and summary["completed_stays"] == 2
+    assert summary["mean_dwell_minutes"] == 40.0 and summary["median_dwell_minutes"] == 40.0
+    assert summary["peak_hour"] == "2026-03-29T09:00:00+02:00"  # 8 h after midnight on a 23-hour day
+    response = client.get(f"/api/reports/utilization.xlsx?{query}")
+    assert response.status_code == 200 and response.data[:2] == b"PK"
+    wb = load_workbook(io.BytesIO(response.data))
+    assert wb.sheetnames == ["Hourly", "Summary GARAGE"]
+    hourly = list(wb["Hourly"].values)
+    assert hourly[0][:3] == ("lot_id", "lot_name", "hour") and len(hourly) == 1 + 23
+    sheet = wb["Summary GARAGE"]
+    values = {row[0]: row[1] for row in sheet.iter_rows(min_row=4, max_row=14, values_only=True)}
+    assert values["Mean occupancy (%)"] == summary["mean_occupancy_pct"]
+    assert values["Peak hour"] == summary["peak_hour"]
+    assert values["Arrivals"] == summary["arrivals"]
+    assert values["Mean dwell of completed stays (min)"] == 40.0
+    assert len(sheet._charts) == 1
+
+
+def test_pattern(city, client):
+    _day_of_readings()
+    body = client.get("/api/reports/pattern?lot=GARAGE&from=2026-03-29&to=2026-03-30").json
+    assert body["lots"] == ["GARAGE"] and len(body["heatmap"]) == 7
+    sunday = body["heatmap"][6]
+    assert sunday[9] is not None and sunday[3] is None
+    assert [d["date"] for d in body["daily"]] == ["2026-03-29"]
