@@ -98,18 +98,14 @@ class Sensor:
     state: bool
     next_heartbeat: float
     seq: int
-    battery_start: float
-    battery_drain: float  # per second
+    battery_start: float  # percent at battery_since; never reported below 1
+    battery_drain: float  # percent per second
     battery_since: float
     next_silence: float
     next_reboot: float
     silent_until: float = 0.0
     # (ts, occupied) changes from the lot model not yet reported, in ts order.
     pending: deque = field(default_factory=deque)
-
-    def battery(self, t: float) -> int:
-        """Battery percentage at t (never below 1: a flat sensor is simply silent)."""
-        return max(1, int(self.battery_start - self.battery_drain * (t - self.battery_since)))
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

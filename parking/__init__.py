@@ -31,10 +31,10 @@ def create_app(config: dict | None = None) -> Flask:
     )
 
     from . import cli, errors, pages
-    from .api import health, lots, reports
+    from .api import health, lots, reports, sensors
 
     errors.init_app(app)
-    for blp in (lots.blp, reports.blp):
+    for blp in (lots.blp, reports.blp, sensors.blp):
         extensions.api.register_blueprint(blp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)

@@ -71,11 +71,10 @@ def _spans(
     readings: Sequence[Reading], stale_after: float, start: float, end: float
 ) -> Iterator[tuple[float, float, bool]]:
     """Yield the bay's known-state spans clipped to [start, end), adjacent equal states merged."""
-    # Skip history that expired before `start`. A reading at t <= start - stale_after is over by
-    # `start`; step back one more so float rounding in that subtraction can never drop a span
-    # (an extra span is harmless: clipping below removes it). Readings at or after `end` say
-    # nothing about [start, end) except where the last one before them stops.
-    lo = max(0, bisect_right(readings, start - stale_after, key=_ts) - 1)
+    # Of the history before `start` only the last reading at or before it can reach into the
+    # window (every earlier one is superseded by then). Readings at or after `end` say nothing
+    # about [start, end) except where the last one before them stops.
+    lo = max(0, bisect_right(readings, start, key=_ts) - 1)
     hi = bisect_left(readings, end, key=_ts)
     window = readings[lo:hi]
     after = readings[hi][0] if hi < len(readings) else inf

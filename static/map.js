@@ -53,7 +53,7 @@
   function safeHref(href) {
     try {
       const url = new URL(href);
-      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+      return url.href;
     } catch (e) {
       return null;
     }

@@ -189,3 +189,13 @@ def test_events_csv_lists_state_changes_in_ts_order(city, client):
         "GAR-001,2026-09-21T14:13:45+00:00,false",
         "GAR-001,2026-09-21T14:13:50+00:00,true",
     ]
+
+
+def test_closed_by_opening_hours(city, client):
+    lot = db.session.get(Lot, "GARAGE")
+    lot.opening_hours = "Mo-Su 00:00-00:01"  # open one minute a day: closed almost always
+    db.session.commit()
+    props = client.get("/api/lots/GARAGE").json["properties"]
+    now = __import__("datetime").datetime.now(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    expected = "unknown" if (now.hour, now.minute) == (0, 0) else "closed"
+    assert props["status"] == expected and props["opening_hours"] == "Mo-Su 00:00-00:01"

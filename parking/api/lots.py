@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import time
+from zoneinfo import ZoneInfo
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
@@ -17,6 +19,7 @@ from ..extensions import Blueprint, db
 from ..lots import LotFileError, import_lots
 from ..models import Bay, Lot
 from ..models import Reading as ReadingRow
+from ..opening_hours import is_open
 from ..timefmt import iso_utc
 from .common import RangeArgsSchema, lot_or_404, resolve_range
 
@@ -62,7 +65,13 @@ class ImportResultSchema(Schema):
     bays_added = fields.Integer()
 
 
-def lot_feature(lot: Lot, state, stale_after: float) -> dict:
+def lot_closed(lot: Lot, now: float) -> bool:
+    """Whether the lot's opening hours say it is closed now (unknown hours: not closed)."""
+    local = dt.datetime.fromtimestamp(now, ZoneInfo(lot.timezone))
+    return is_open(lot.opening_hours, local) is False
+
+
+def lot_feature(lot: Lot, state, now: float) -> dict:
     """One lot as a GeoJSON Point feature with its live counts."""
     return {
         "type": "Feature",
@@ -76,7 +85,7 @@ def lot_feature(lot: Lot, state, stale_after: float) -> dict:
             "occupied": state.occupied,
             "unknown": state.unknown,
             "occupancy": state.occupancy,
-            "status": state.status(),
+            "status": state.status(closed=lot_closed(lot, now)),
             "updated_at": iso_utc(state.updated_at),
             "park_and_ride": lot.park_and_ride,
             "url": lot.url,
@@ -96,6 +105,7 @@ class LotsView(MethodView):
     def get(self, args):
         """Every lot with its free, occupied and unknown bays now."""
         stale = current_app.config["STALE_AFTER"]
+        now = time.time()
         query = select(Lot).order_by(Lot.id)
         if "bbox" in args:
             minlon, minlat, maxlon, maxlat = parse_bbox(args["bbox"])
@@ -103,8 +113,8 @@ class LotsView(MethodView):
         if args.get("park_and_ride"):
             query = query.where(Lot.park_and_ride.is_not(None))
         lots = db.session.scalars(query).all()
-        states = lot_states(stale, lot_ids=[l.id for l in lots] if "bbox" in args else None)
-        features = [lot_feature(lot, states[lot.id], stale) for lot in lots]
+        states = lot_states(stale, now, lot_ids=[l.id for l in lots] if "bbox" in args else None)
+        features = [lot_feature(lot, states[lot.id], now) for lot in lots]
         if args.get("park_and_ride"):  # JSON null is stored as SQL NULL or JSON 'null'
             features = [f for f in features if f["properties"]["park_and_ride"]]
         if "min_free" in args:
@@ -135,7 +145,7 @@ class LotView(MethodView):
         lot = lot_or_404(lot_id)
         stale = current_app.config["STALE_AFTER"]
         now = time.time()
-        feature = lot_feature(lot, lot_states(stale, now, [lot.id])[lot.id], stale)
+        feature = lot_feature(lot, lot_states(stale, now, [lot.id])[lot.id], now)
         feature["properties"]["bays"] = [
             {
                 "id": bay.id,
