@@ -171,9 +171,10 @@ async def run_rate(port: int, bays: list[str], rate: int, seconds: float, socket
 
 def start_gateway(url: str, port: int, log_path: Path) -> subprocess.Popen:
     """The gateway as its own process, once its start line is logged (to a file: a pipe could fill)."""
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "GWDEBUG": "1", "GWPROF": "/tmp/gw/writer.prof", "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.server", "--port", str(port)], env=env,
+        cmd = [sys.executable, "-c", f"import sys; sys.setswitchinterval({os.environ.get('SWITCH', '0.005')}); from gateway.server import main; main(['--port', '{port}'])"]
+        proc = subprocess.Popen(cmd, env=env,
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 20
     while time.time() < deadline and proc.poll() is None:
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['within_window'] * 100:>6.1f} {r['p50']:>6.1f} {r['p95']:>6.1f} {r['p99']:>6.1f} "
                       f"{r['max']:>6.1f} {rss_kib(proc.pid) / 1024:>7.0f}  {r['codes']}", flush=True)
         finally:
+            import shutil; shutil.copy(Path(tmp) / "gateway.log", "/tmp/gw/gateway.log")
             proc.terminate()
             proc.wait(timeout=30)
             summary = [line for line in (Path(tmp) / "gateway.log").read_text().splitlines() if "WARNING" in line or "ERROR" in line]

@@ -219,6 +219,16 @@ class Writer:
         self.engine.dispose()
 
     def _run(self) -> None:
+        import os
+        if os.environ.get("GWPROF"):
+            import cProfile
+            pr = cProfile.Profile(); pr.enable()
+            try: self._run2()
+            finally:
+                pr.disable(); pr.dump_stats(os.environ["GWPROF"])
+        else: self._run2()
+
+    def _run2(self) -> None:
         """Take groups off the queue until told to stop."""
         with self.app.app_context(), Session(self.engine) as session:
             stopping = False
@@ -243,6 +253,8 @@ class Writer:
         outcomes: list[Exception | None] = [None] * len(group)
         result = None
         try:
+            # One query for the group's bays not yet cached, instead of one per request in prepare.
+            self.directory.lookup(session, {r.bay for job in group for r in job.readings})
             valid = []
             for index, job in enumerate(group):
                 try:
@@ -272,6 +284,8 @@ class Writer:
         else:
             self._set_available(True)
         elapsed = time.perf_counter() - started
+        import os
+        if os.environ.get("GWDEBUG"): print(f"group {len(group)} {elapsed*1000:.1f} ms q={self.queue.qsize()} lag={(time.time()-min(j.received_at for j in group))*1000:.0f}ms", file=sys.stderr, flush=True)
         self._count(group, result, elapsed)
         self._settle(group, outcomes)
         if result is not None and result.lots:

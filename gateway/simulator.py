@@ -257,8 +257,11 @@ class CityModel:
         seqs: dict[str, int] | None = None,
     ):
         states, seqs = states or {}, seqs or {}
+        # Whole seconds: sensors stamp whole seconds, and a change must never be stamped
+        # before a heartbeat already sent.
+        start = float(math.floor(start))
         self.seed = seed
-        self.now = float(start)
+        self.now = start
         self.lots: dict[str, LotModel] = {}
         self.sensors: list[Sensor] = []
         for spec in lots:

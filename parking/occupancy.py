@@ -111,7 +111,7 @@ def bay_intervals(
     start: float = -inf,
     end: float = inf,
 ) -> list[Interval]:
-    """Known-state intervals of one bay, clipped to [start, end), merged when contiguous and equal."""
+    """Known-state intervals of one bay clipped to [start, end); touching equal states merged."""
     return [Interval(s, e, occ) for s, e, occ in _spans(readings, stale_after, start, end)]
 
 
@@ -137,7 +137,7 @@ def floor_local_hour(t: float, tz_name: TimeZone) -> float:
 
 
 def hour_starts(tz_name: TimeZone, start: float, end: float) -> list[float]:
-    """Local hour starts in [start, end), stepping 3600 s in UTC from `start` (a local hour start)."""
+    """Local hour starts in [start, end): 3600 s steps in UTC from `start`, a local hour start."""
     if floor_local_hour(start, tz_name) != start:
         raise ValueError(f"{start!r} is not the start of a local hour in {tz_name}")
     # Stepping in UTC, not on the wall clock, is what yields 23 or 25 rows on a day when
@@ -203,7 +203,7 @@ class HourFigures:
 
     @property
     def coverage_pct(self) -> float:
-        """100 × known seconds / (bays × counted seconds), one decimal; 0.0 when there is nothing to cover."""
+        """100 × known / (bays × span) seconds, one decimal; 0.0 when there is nothing to cover."""
         capacity = self.bays * self.span_seconds
         if capacity <= 0:
             return 0.0
@@ -217,7 +217,7 @@ def hourly_figures(
     stale_after: float,
     now: float | None = None,
 ) -> list[HourFigures]:
-    """Figures for each hour start in `hours` (ascending, non-overlapping), nothing at or after `now` counted."""
+    """Figures per hour start in `hours` (ascending, disjoint); nothing at or after `now` counts."""
     for a, b in zip(hours, hours[1:]):
         if b < a + HOUR:
             raise ValueError(f"hours must be ascending and 3600 s apart at least: {a!r}, {b!r}")
@@ -371,9 +371,10 @@ def current_counts(
     """Free / occupied / unknown bays at `now` from each reporting bay's newest (ts, state)."""
     free = occupied = 0
     for ts, state in latest:
-        # Same half-open rule as the intervals: known on [ts, ts + stale_after). A reading
-        # stamped in the future (sensor clock ahead) does not yet say anything about now.
-        if ts is None or state is None or not (ts <= now < ts + stale_after):
+        # Known until ts + stale_after. A reading stamped up to a few minutes in the future
+        # (ingest refuses more) is a sensor clock running ahead: it is the newest news we have,
+        # so it counts now rather than making the bay look unknown.
+        if ts is None or state is None or not now < ts + stale_after:
             continue
         if state:
             occupied += 1

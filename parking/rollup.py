@@ -178,6 +178,15 @@ def utilization(lot: Lot, start: float, end: float, now: float | None = None) ->
     results: list[HourFigures] = []
     for window in _windows(hours):
         lo, hi = int(window[0]), int(window[-1])
+        # Marks first: a mark missing now was cleared by a rollup that had already committed
+        # its aggregate (same transaction), so the stored row read next is the current one.
+        dirty = set(
+            db.session.scalars(
+                select(RollupDirty.hour_start).where(
+                    RollupDirty.lot_id == lot.id, RollupDirty.hour_start.between(lo, hi)
+                )
+            )
+        )
         stored = {
             row.hour_start: row
             for row in db.session.scalars(
@@ -187,13 +196,6 @@ def utilization(lot: Lot, start: float, end: float, now: float | None = None) ->
                 )
             )
         }
-        dirty = set(
-            db.session.scalars(
-                select(RollupDirty.hour_start).where(
-                    RollupDirty.lot_id == lot.id, RollupDirty.hour_start.between(lo, hi)
-                )
-            )
-        )
         fresh_hours = [h for h in window if int(h) in dirty or h + HOUR > now]
         fresh = {int(f.hour_start): f for f in compute_hours(lot.id, fresh_hours, stale, now, bays)}
         for h in window:

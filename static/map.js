@@ -53,7 +53,7 @@
   function safeHref(href) {
     try {
       const url = new URL(href);
-      return url.href;
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
     } catch (e) {
       return null;
     }
@@ -266,7 +266,7 @@
 
   // ---- the map ------------------------------------------------------------------------------
 
-  const map = L.map("map", { zoomControl: true, attributionControl: true });
+  const map = L.map("map", { zoomSnap: 0.5, zoomDelta: 1 });
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
   map.createPane("outline").style.zIndex = 250; // above tiles, below markers and popups
   map.createPane("labels").style.zIndex = 260;
@@ -320,13 +320,15 @@
     rail: { color: "#8a8f98", weight: 2, dashArray: "6 5" },
   };
 
-  /** Rivers at their real width in metres, whatever the zoom. */
-  function riverWidths() {
+  /** Rivers at their real width in metres whatever the zoom; small places' names only close up. */
+  function styleOutline() {
     if (!outline) return;
-    const mpp = (40075016.686 * Math.cos((map.getCenter().lat * Math.PI) / 180)) / Math.pow(2, map.getZoom() + 8);
+    const zoom = map.getZoom();
+    const mpp = (40075016.686 * Math.cos((map.getCenter().lat * Math.PI) / 180)) / Math.pow(2, zoom + 8);
     outline.eachLayer((l) => {
-      const w = l.feature && l.feature.properties.width_m;
-      if (w) l.setStyle({ weight: Math.max(3, w / mpp) });
+      const props = l.feature.properties;
+      if (props.width_m) l.setStyle({ weight: Math.max(3, props.width_m / mpp) });
+      if (props.minzoom && l.getElement()) l.getElement().hidden = zoom < props.minzoom;
     });
   }
 
@@ -346,14 +348,15 @@
           icon: L.divIcon({ className: "place", html: el("span", null, String(f.properties.name || "")), iconSize: null }),
         }),
       }).addTo(map);
-      map.on("zoomend", riverWidths);
+      map.on("zoomend", styleOutline);
       if (!state.fitted && !state.lots.size) map.fitBounds(outline.getBounds());
-      riverWidths();
+      styleOutline();
     } catch (e) {
       /* the outline is decoration: markers and list work without it */
     }
   }
 
+  /** The pin: a dot on the lot, a leader line, and the label (moved by declutter when crowded). */
   function markerContent(id, p) {
     const s = STATUS[p.status] || STATUS.unknown;
     const node = el("div", "lot-marker " + s.cls + (lotStale(p) ? " stale" : "") + (pr(p) ? " pr" : ""));
@@ -364,7 +367,7 @@
     if (pr(p)) node.append(el("span", "pr-tag", "P+R"));
     const sr = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
     node.append(el("span", "sr", String(p.name) + ": " + sr));
-    return node;
+    return el("div", "pin", el("span", "leader"), el("span", "dot"), node);
   }
 
   function renderMarkers(shown) {
@@ -386,6 +389,9 @@
         });
         marker.bindPopup(() => popupContent(id), { maxWidth: 280, minWidth: 220, autoPanPadding: [16, 56] });
         marker.on("popupopen", () => select(id, "map")); // click, tap or Enter on a focused marker
+        marker.on("popupclose", () => {
+          if (state.selected === id && $("detail").hidden) select(null);
+        });
         m = { marker };
         markers.set(id, m);
       }
@@ -401,27 +407,43 @@
     }
   }
 
-  /** Lift labels that would cover each other, each on a leader line down to its lot. */
+  /** Place each label near its lot without covering another label or lot: the nearest free
+      spot of a few candidates around the dot, joined to it by a leader line. */
   function declutter() {
-    const placed = [];
     const items = [];
     for (const m of markers.values()) {
-      const node = lotLayer.hasLayer(m.marker) && m.marker.getElement() && m.marker.getElement().firstChild;
-      if (!node) continue;
-      const pt = map.latLngToLayerPoint(m.marker.getLatLng());
-      items.push({ node, pt, w: node.offsetWidth + (node.classList.contains("pr") ? 16 : 0), h: node.offsetHeight + 2 });
+      const icon = lotLayer.hasLayer(m.marker) && m.marker.getElement();
+      const label = icon && icon.querySelector(".lot-marker");
+      if (label) items.push({ icon, label, pt: map.latLngToLayerPoint(m.marker.getLatLng()), w: label.offsetWidth, h: label.offsetHeight });
     }
-    items.sort((a, b) => b.pt.y - a.pt.y); // bottom first: labels grow upwards
+    if (!items.length || !items[0].w) return; // a hidden map has no sizes yet
+    const taken = items.map((it) => ({ l: it.pt.x - 6, r: it.pt.x + 6, t: it.pt.y - 6, b: it.pt.y + 6 }));
+    const free = (b) => !taken.some((o) => b.l < o.r && o.l < b.r && b.t < o.b && o.t < b.b);
+    items.sort((a, b) => b.pt.y - a.pt.y || a.pt.x - b.pt.x); // stable across refreshes
     for (const it of items) {
-      const box = { l: it.pt.x - it.w / 2, r: it.pt.x + it.w / 2, b: it.pt.y - 7 };
-      for (let guard = 0; guard < 20; guard++) {
-        box.t = box.b - it.h;
-        const hit = placed.find((o) => box.l < o.r && o.l < box.r && box.t < o.b && o.t < box.b);
-        if (!hit) break;
-        box.b = hit.t - 1;
+      const w = it.w + 4;
+      const h = it.h + 4;
+      const spots = [];
+      for (const dx of [0, -w / 2, w / 2, -w, w]) {
+        for (const top of [-9 - h, -9 - 2 * h, 9, -9 - 3 * h, 9 + h, -h / 2]) {
+          if (top === -h / 2 && Math.abs(dx) < w) continue; // beside the dot only when clear of it
+          spots.push({ x: dx - w / 2, y: top, cost: Math.hypot(dx, top + 9 + h / 2) });
+        }
       }
-      placed.push(box);
-      it.node.style.setProperty("--dy", Math.round(it.pt.y - 7 - box.b) + "px");
+      spots.sort((a, b) => a.cost - b.cost);
+      const box = (s) => ({ l: it.pt.x + s.x, r: it.pt.x + s.x + w, t: it.pt.y + s.y, b: it.pt.y + s.y + h });
+      const spot = spots.find((s) => free(box(s))) || spots[0];
+      taken.push(box(spot));
+      const x = spot.x + 2;
+      const y = spot.y + 2;
+      // the leader runs from the dot to the nearest point of the label
+      const nx = Math.min(Math.max(0, x), x + it.w);
+      const ny = Math.min(Math.max(0, y), y + it.h);
+      const pin = it.label.parentNode.style;
+      pin.setProperty("--x", Math.round(x) + "px");
+      pin.setProperty("--y", Math.round(y) + "px");
+      pin.setProperty("--len", Math.round(Math.hypot(nx, ny)) + "px");
+      pin.setProperty("--ang", Math.atan2(ny, nx) + "rad");
     }
   }
 

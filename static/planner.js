@@ -320,6 +320,7 @@
       $("results").hidden = false;
       drawNote(q, pattern, summary);
       drawHeatmap(pattern.heatmap);
+      $("heat-tz").textContent = pattern.timezone ? ` (${pattern.timezone})` : "";
       drawChart(pattern.daily);
       drawDailyTable(pattern.daily);
       drawSummary(summary);
@@ -369,6 +370,8 @@
     }
     drawLots();
     if (!lots.length) return;
+    $("lots").disabled = false;
+    $("dates").disabled = false;
     const q = queryFromURL();
     fillForm(q);
     run(q);

@@ -243,7 +243,7 @@ def test_bay_grid_shows_each_bay_as_the_api_does(open_map, site):
 
 def test_keyboard_opens_a_marker_popup(open_map, site):
     page = open_map().page
-    marker(page, "STREET").locator("xpath=..").focus()  # Leaflet's focusable icon element
+    marker(page, "STREET").locator("xpath=ancestor::div[contains(@class, 'leaflet-marker-icon')]").focus()
     page.keyboard.press("Enter")
     expect(page.locator('.leaflet-popup [data-field="free"]')).to_have_text(
         str(features(site)["STREET"]["properties"]["free"]))

@@ -44,10 +44,10 @@ UNKNOWN, FREE, OCCUPIED = 0, 1, 2
 
 
 def paint(readings, stale_after, lo, hi) -> bytearray:
-    """State of one bay at every integer second of [lo, hi): each reading, in storage order, claims [t, t + stale_after)."""
+    """State of one bay at each second of [lo, hi): each reading in turn claims [t, t + stale)."""
     # A later reading's claim starts no earlier and ends no earlier than an earlier one's, so
     # painting in order leaves each second with the state of the newest reading still in reach.
-    states = bytearray(hi - lo)
+    states = bytearray(hi - lo)  # all UNKNOWN
     for t, occupied in readings:
         a, b = max(t, lo), min(t + stale_after, hi)
         if b > a:
@@ -56,7 +56,7 @@ def paint(readings, stale_after, lo, hi) -> bytearray:
 
 
 def reference_arrival(readings, i, stale_after) -> bool:
-    """Reading i is occupied and its predecessor in storage order is free and at most stale_after older."""
+    """Reading i is occupied, its predecessor free and at most stale_after older."""
     if i == 0 or not readings[i][1]:
         return False
     prev_ts, prev_occupied = readings[i - 1]
@@ -90,7 +90,7 @@ def reference_hourly(readings_by_bay, bay_count, hours, stale_after, now) -> lis
 
 
 def reference_stays(readings, stale_after) -> list[tuple[int, int]]:
-    """Runs of occupied seconds with a free second right before and right after (distinct ts only)."""
+    """Runs of occupied seconds with a free second just before and just after (distinct ts)."""
     if not readings:
         return []
     lo = readings[0][0] - 1  # one unknown second in front: a run starting there has no known start
@@ -347,10 +347,12 @@ def test_half_hour_zone_hours_start_at_half_past_utc():
 
 def test_local_midnight_in_a_gap_is_the_first_instant_of_the_day():
     tz = "America/Santiago"  # clocks go from 00:00 to 01:00 on 2024-09-08
-    assert hour_label(local_midnight(datetime.date(2024, 9, 8), tz), tz) == "2024-09-08T01:00:00-03:00"
+    midnight = local_midnight(datetime.date(2024, 9, 8), tz)
+    assert hour_label(midnight, tz) == "2024-09-08T01:00:00-03:00"
     assert len(day_hours(datetime.date(2024, 9, 8), tz)) == 23
     # and back from 24:00 to 23:00 on 2024-04-06: the 23:00 hour happens twice
-    assert hour_label(local_midnight(datetime.date(2024, 4, 7), tz), tz) == "2024-04-07T00:00:00-04:00"
+    midnight = local_midnight(datetime.date(2024, 4, 7), tz)
+    assert hour_label(midnight, tz) == "2024-04-07T00:00:00-04:00"
     assert len(day_hours(datetime.date(2024, 4, 6), tz)) == 25
 
 
@@ -496,10 +498,12 @@ def test_current_counts():
         (now, True),  # just reported
         (now - 1799, False),
         (now - 1800, True),  # exactly stale: unknown
-        (now + 5, False),  # from the future: unknown
+        (now + 5, False),  # sensor clock a little ahead: the newest news, counts
         (None, None),  # never reported
     ]
-    assert current_counts(latest, 7, now, stale) == CurrentCounts(free=1, occupied=1, unknown=5, total=7)
+    assert current_counts(latest, 7, now, stale) == CurrentCounts(
+        free=2, occupied=1, unknown=4, total=7
+    )
     assert current_counts([], 0, now, stale) == CurrentCounts(0, 0, 0, 0)
     with pytest.raises(ValueError):
         current_counts([(now, True), (now, False)], 1, now, stale)

@@ -139,6 +139,12 @@ def shown(page: Page, **params) -> None:
     expect(page.locator("#results")).to_have_attribute("data-query", query, timeout=15_000)
 
 
+def open_planner(page: Page, site: str) -> None:
+    """Load the page and wait for its first figures, so the controls are live."""
+    page.goto(f"{site}/planner")
+    expect(page.locator("#results[data-query]")).to_be_visible(timeout=15_000)
+
+
 def choose(page: Page, lots: list[str], first: str, last: str) -> None:
     """Pick lots and days with the keyboard, as someone without a mouse would, and submit."""
     all_box = page.locator("#lot-all")
@@ -174,7 +180,7 @@ def test_page_loads_with_lots_from_the_api_and_the_last_28_days(page: Page, site
 
 
 def test_choosing_a_lot_and_range_draws_heatmap_chart_and_table(page: Page, site: str, days: dict):
-    page.goto(f"{site}/planner")
+    open_planner(page, site)
     choose(page, ["GARAGE"], days["from"], days["last"])
     query = {"lot": ["GARAGE"], "from": days["from"], "to": days["to"]}
     shown(page, **query)
@@ -242,7 +248,7 @@ def test_summary_table_shows_the_apis_numbers(page: Page, site: str, days: dict)
 
 
 def test_csv_and_xlsx_downloads(page: Page, site: str, days: dict):
-    page.goto(f"{site}/planner")
+    open_planner(page, site)
     choose(page, ["GARAGE", "PR-WEST"], days["from"], days["last"])
     shown(page, lot=["GARAGE", "PR-WEST"], **{"from": days["from"], "to": days["to"]})
     with page.expect_download() as csv_download:
@@ -258,7 +264,7 @@ def test_csv_and_xlsx_downloads(page: Page, site: str, days: dict):
 
 
 def test_api_errors_and_bad_input_reach_the_user(page: Page, site: str, days: dict, page_errors: list):
-    page.goto(f"{site}/planner")
+    open_planner(page, site)
     shown(page, **{"from": (dt.date.fromisoformat(days["today"]) - dt.timedelta(days=28)).isoformat(),
                    "to": days["today"]})
     choose(page, ["GARAGE"], days["last"], days["from"])
