@@ -163,7 +163,9 @@ def capacities(times: list[float], values: list[int | None]) -> dict[str, float]
     return {m: c for m, c in caps.items() if low * typical <= c <= high * typical and c > 0}
 
 
-def clean_points(times: list[float], values: list[int | None], caps: dict[str, float]) -> list[tuple[float, int | None]]:
+def clean_points(
+    times: list[float], values: list[int | None], caps: dict[str, float]
+) -> list[tuple[float, int | None]]:
     """(instant, free count) of every value that survives cleaning; None marks a closure."""
     points: list[tuple[float, int | None]] = []
     last_value = None
@@ -327,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'    "{kind}": ({row}),')
     print("}")
 
-    print("\n# commuter dwell estimate (weekday half-rise to half-fall), hours:")
-    for kind in KINDS:
-        print(f"#   {kind}: {commuter_dwell_hours(combine(by_kind[kind])['weekday']):.1f}")
+    # Only meaningful where one stay per car spans the day (commuters); garages turn over.
+    hours = commuter_dwell_hours(combine(by_kind["park_and_ride"])["weekday"])
+    print(f"\n# park_and_ride weekday half-rise to half-fall (~ commuter stay): {hours:.1f} h")
     return 0
 
 

@@ -375,12 +375,21 @@ def _writer_engine(config, lock_timeout: float):
     if url.get_backend_name() == "sqlite":
 
         @event.listens_for(engine, "connect")
-        def _busy_timeout(dbapi_connection, connection_record):  # noqa: ARG001
+        def _connect(dbapi_connection, connection_record):  # noqa: ARG001
             # Runs after parking's own connect hook (engine listeners follow class-wide ones),
             # so it overrides that hook's 10 s for this engine only.
             cursor = dbapi_connection.cursor()
             cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cursor.close()
+            # The driver would BEGIN a deferred transaction; `_begin` below starts it instead.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            # A deferred transaction that read first and then writes while another connection
+            # writes fails at once, without waiting for busy_timeout; BEGIN IMMEDIATE takes the
+            # write lock up front, where the wait applies.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -454,7 +463,7 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
         self.known: list[str] = []  # lot ids for /.well-known/core, refreshed by the periodic check
         self.observed: frozenset[str] = frozenset()  # read by other threads: replaced, never mutated
         self._watches: dict[str, dict[object, _Watch]] = {}
-        self._stamps: dict[str, float] = {}
+        self._newest: dict[str, tuple[float, LotState]] = {}  # (read start, counts) per lot
 
     async def render_get(self, request):
         """The counts as JSON (or CBOR when asked with Accept: 60)."""
@@ -464,6 +473,9 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
         state = states.get(lot_id)
         if state is None:
             raise error.NotFound(f"unknown lot: {lot_id}")
+        newest = self._newest.get(lot_id)
+        if newest is not None and newest[0] > stamp:
+            state = newest[1]  # published while this read was on its way: newer news
         for watch in self._watches.get(lot_id, {}).values():
             if watch.request is request:
                 watch.free = state.free
@@ -491,11 +503,12 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
         """Notify the observers whose lot's free count differs from what they last got."""
         for lot_id, state in states.items():
             # A read that started earlier than the last one published is older news.
-            if stamp < self._stamps.get(lot_id, 0.0):
+            if lot_id in self._newest and stamp < self._newest[lot_id][0]:
                 continue
-            self._stamps[lot_id] = stamp
+            self._newest[lot_id] = (stamp, state)
             for serverobservation, watch in list(self._watches.get(lot_id, {}).items()):
-                if watch.free != state.free:
+                # free None: its first answer is still being rendered, and will use this state.
+                if watch.free is not None and watch.free != state.free:
                     watch.free = state.free
                     serverobservation.trigger(lot_message(state, _accepted(watch.request)))
 

@@ -281,8 +281,9 @@ class CityModel:
     @staticmethod
     def _sensor(bay: str, rng: random.Random, state: bool, start: float, seq: int | None) -> Sensor:
         """A sensor with its own battery, phase and fault schedule."""
-        roll = rng.random()
-        battery = rng.uniform(6, 18) if roll < 0.03 else rng.uniform(20, 60) if roll < 0.12 else rng.uniform(60, 100)
+        roll = rng.random()  # a few sensors are nearly flat, some half-way, most fairly new
+        low, high = (6, 18) if roll < 0.03 else (20, 60) if roll < 0.12 else (60, 100)
+        battery = rng.uniform(low, high)
         return Sensor(
             bay=bay,
             rng=rng,

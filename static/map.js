@@ -32,7 +32,7 @@
     skew: 0,              // server clock minus client clock (ms), from the Date header
     here: null,           // {lat, lon} once the driver shared a location
     byDistance: false,
-    selected: null,       // id of the lot in the detail panel
+    selected: null,       // id of the lot in the popup or the detail panel
     bays: null,           // {id, bays} of the selected lot
     timer: 0,
     busy: false,
@@ -82,8 +82,11 @@
     return "updated " + new Date(t).toLocaleDateString();
   }
 
+  /** A time of day, with the date when it is not today. */
   function clock(t) {
-    return new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const d = new Date(t);
+    const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return d.toDateString() === new Date(now()).toDateString() ? time : d.toLocaleDateString() + " " + time;
   }
 
   function lotStale(p) {
@@ -124,7 +127,8 @@
       if (!isNaN(date)) state.skew = date - Date.now();
       return await res.json();
     } catch (e) {
-      throw new Error(e.name === "AbortError" ? "no answer within 10 s" : e.name === "TypeError" ? "no connection" : e.message);
+      const why = { AbortError: "no answer within 10 s", TypeError: "no connection", SyntaxError: "an unreadable answer" };
+      throw new Error(why[e.name] || e.message);
     } finally {
       clearTimeout(timeout);
     }
@@ -145,7 +149,7 @@
     }
     state.busy = false;
     render();
-    if (state.selected && !state.error) loadBays(state.selected);
+    if (state.selected && !state.error && !$("detail").hidden) loadBays(state.selected);
     schedule();
   }
 
@@ -159,6 +163,7 @@
     if (document.hidden) clearTimeout(state.timer);
     else schedule(Math.max(0, cfg.refreshMs - (Date.now() - state.triedAt)));
   });
+  window.addEventListener("online", () => refresh());
 
   async function loadBays(id) {
     try {
@@ -175,38 +180,43 @@
 
   // ---- filters and order --------------------------------------------------------------------
 
+  /** Spaces a driver can use now: none in a closed lot or one with no current data. */
+  function usable(p) {
+    return p.status === "closed" || p.status === "unknown" ? 0 : p.free || 0;
+  }
+
   function visibleLots() {
     const q = fold($("f-name").value.trim());
     const onlyPr = $("f-pr").checked;
     const min = Math.max(0, parseInt($("f-min").value, 10) || 0);
     const list = [...state.lots.values()].filter((f) => {
       const p = f.properties;
-      return (!q || fold(p.name).includes(q)) && (!onlyPr || pr(p)) && (p.free || 0) >= min;
+      return (!q || fold(p.name).includes(q)) && (!onlyPr || pr(p)) && usable(p) >= min;
     });
     if (state.byDistance && state.here) {
       for (const f of list) f._km = distanceKm(state.here, latLon(f));
       list.sort((a, b) => a._km - b._km);
     } else {
-      list.sort((a, b) => (b.properties.free || 0) - (a.properties.free || 0) || String(a.properties.name).localeCompare(b.properties.name));
+      const open = (p) => (p.status === "closed" ? 0 : p.status === "unknown" ? 1 : 2);
+      list.sort((a, b) => usable(b.properties) - usable(a.properties) || open(b.properties) - open(a.properties) ||
+        String(a.properties.name).localeCompare(b.properties.name));
     }
     return list;
   }
 
   // ---- rendering: shared pieces -------------------------------------------------------------
 
-  /** The lot's number badge: symbol + free count (or a word), the same on map and list. */
+  /** The lot's badge, the same on map and list: symbol and free count, or "closed" or "?".
+      Only the count is read out; the words next to it say the rest. */
   function badge(p) {
     const s = STATUS[p.status] || STATUS.unknown;
-    const text = p.status === "closed" ? "closed" : p.status === "unknown" ? "?" : String(p.free);
     const b = el("span", "badge " + s.cls + (lotStale(p) ? " stale" : ""));
-    if (p.status !== "unknown") b.append(el("span", "sym", s.sym));
-    b.append(el("span", "num", text));
-    b.firstChild.setAttribute("aria-hidden", "true");
+    const shut = p.status === "closed" || p.status === "unknown";
+    const num = el("span", "num", p.status === "closed" ? "closed" : shut ? "?" : String(p.free));
+    if (!shut) b.append(el("span", "sym", s.sym));
+    b.append(num);
+    (shut ? num : b.firstChild).setAttribute("aria-hidden", "true");
     return b;
-  }
-
-  function line(cls, ...kids) {
-    return el("p", cls, ...kids);
   }
 
   /** Name-less summary of a lot: numbers, status, freshness, P+R, links (popup and panel). */
@@ -219,24 +229,24 @@
     free.dataset.field = "free";
     const total = el("span", null, String(p.total));
     total.dataset.field = "total";
-    box.append(line("big", free, " free of ", total));
-    const st = line("status " + s.cls, el("span", "sym", s.sym), " ", s.word);
+    box.append(el("p", "big", free, " free of ", total));
+    const st = el("p", "status " + s.cls, el("span", "sym", s.sym), " ", s.word);
     st.dataset.field = "status";
     st.firstChild.setAttribute("aria-hidden", "true");
     box.append(st);
     if (p.unknown > 0) {
       const u = el("span", null, String(p.unknown));
       u.dataset.field = "unknown";
-      box.append(line("warn", u, p.unknown === 1 ? " sensor not reporting" : " sensors not reporting"));
+      box.append(el("p", "warn", u, p.unknown === 1 ? " sensor not reporting" : " sensors not reporting"));
     }
     const when = el("time", null, ago(p.updated_at));
     if (p.updated_at) {
       when.dateTime = p.updated_at;
       when.title = new Date(Date.parse(p.updated_at)).toLocaleString();
     }
-    box.append(line("when", when, lotStale(p) ? el("span", "tag", "old data") : null));
-    if (p.address) box.append(line("addr", p.address));
-    if (p.opening_hours) box.append(line("hours", "Open: " + p.opening_hours));
+    box.append(el("p", "when", when, lotStale(p) ? el("span", "tag", "old data") : null));
+    if (p.address) box.append(el("p", "addr", p.address));
+    if (p.opening_hours) box.append(el("p", "hours", "Open: " + p.opening_hours));
     const ride = pr(p);
     if (ride) box.append(rideBlock(ride));
     const links = el("p", "links");
@@ -266,11 +276,12 @@
 
   // ---- the map ------------------------------------------------------------------------------
 
-  const map = L.map("map", { zoomSnap: 0.5, zoomDelta: 1 });
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  const map = L.map("map", { zoomSnap: 0.5, zoomAnimation: !still, fadeAnimation: !still, markerZoomAnimation: !still });
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
   map.createPane("outline").style.zIndex = 250; // above tiles, below markers and popups
   map.createPane("labels").style.zIndex = 260;
-  const markers = new Map(); // id -> {marker, el}
+  const markers = new Map(); // id -> {marker}
   const lotLayer = L.layerGroup().addTo(map);
   let hereMarker = null;
   let outline = null;
@@ -363,10 +374,11 @@
     node.dataset.lotId = id;
     node.dataset.free = String(p.free);
     node.dataset.status = String(p.status);
-    node.append(badge(p));
-    if (pr(p)) node.append(el("span", "pr-tag", "P+R"));
-    const sr = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
-    node.append(el("span", "sr", String(p.name) + ": " + sr));
+    // What is seen is hidden from screen readers, which hear one sentence instead.
+    const seen = el("span", "seen", badge(p), pr(p) ? el("span", "pr-tag", "P+R") : null);
+    seen.setAttribute("aria-hidden", "true");
+    const said = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
+    node.append(seen, el("span", "sr", String(p.name) + ": " + said + (pr(p) ? ", park and ride" : "")));
     return el("div", "pin", el("span", "leader"), el("span", "dot"), node);
   }
 
@@ -390,6 +402,7 @@
         marker.bindPopup(() => popupContent(id), { maxWidth: 280, minWidth: 220, autoPanPadding: [16, 56] });
         marker.on("popupopen", () => select(id, "map")); // click, tap or Enter on a focused marker
         marker.on("popupclose", () => {
+          marker.setPopupContent(() => popupContent(id)); // built afresh when opened again
           if (state.selected === id && $("detail").hidden) select(null);
         });
         m = { marker };
@@ -403,8 +416,20 @@
       const iconEl = m.marker.getElement();
       if (iconEl) iconEl.replaceChildren(markerContent(id, p));
       else m.marker.setIcon(L.divIcon({ className: "lot-icon", html: markerContent(id, p), iconSize: [0, 0] }));
-      if (m.marker.isPopupOpen()) m.marker.setPopupContent(popupContent(id));
+      if (m.marker.isPopupOpen()) swap(m.marker.getPopup(), popupContent(id));
     }
+  }
+
+  /** New popup content only when it differs: replacing it drops keyboard focus inside. */
+  function swap(popup, fresh) {
+    const old = popup.getContent();
+    if (!(old instanceof Element && old.isEqualNode(fresh))) popup.setContent(fresh);
+  }
+
+  /** Replace a container's children only when they changed, for the same reason. */
+  function put(box, ...kids) {
+    const old = box.childNodes;
+    if (kids.length !== old.length || kids.some((k, i) => !k.isEqualNode(old[i]))) box.replaceChildren(...kids);
   }
 
   /** Place each label near its lot without covering another label or lot: the nearest free
@@ -565,10 +590,10 @@
     const f = id && state.lots.get(id);
     if (!f || $("detail").hidden) return;
     $("detail-name").textContent = String(f.properties.name);
-    $("detail-body").replaceChildren(summary(id, f));
+    put($("detail-body"), summary(id, f));
     const box = $("bays");
-    if (!state.bays || state.bays.id !== id) return box.replaceChildren(el("p", "hint", "Loading bays…"));
-    if (state.bays.error) return box.replaceChildren(el("p", "hint", "Bays could not be loaded: " + state.bays.error));
+    if (!state.bays || state.bays.id !== id) return put(box, el("p", "hint", "Loading bays…"));
+    if (state.bays.error) return put(box, el("p", "hint", "Bays could not be loaded: " + state.bays.error));
     const bays = state.bays.bays.slice().sort((a, b) => String(a.id).localeCompare(String(b.id), undefined, { numeric: true }));
     const count = { free: 0, occupied: 0, unknown: 0 };
     const grid = el("ul", "bay-grid");
@@ -589,7 +614,7 @@
     for (const st of ["free", "occupied", "unknown"]) {
       legend.append(el("span", "key", el("span", "bay b-" + st), " " + count[st] + " " + BAY_WORD[st]));
     }
-    box.replaceChildren(legend, bays.length ? grid : el("p", "hint", "No bays are provisioned for this car park."));
+    put(box, legend, bays.length ? grid : el("p", "hint", "No bays are provisioned for this car park."));
   }
 
   function showOnMap(id, openPopup) {
@@ -625,7 +650,7 @@
         ? "Cannot reach the server (" + state.error + "). The numbers shown are from " + clock(state.loadedAt) + " and may be out of date. Retrying every " + Math.round(cfg.refreshMs / 1000) + " s."
         : "Cannot load the car parks (" + state.error + "). Retrying every " + Math.round(cfg.refreshMs / 1000) + " s.";
     } else if (newest && now() - newest > cfg.staleMs) {
-      msg = "No new sensor readings for " + Math.round((now() - newest) / 60000) + " min: the numbers may be out of date.";
+      msg = "No new sensor readings since " + clock(newest) + ": the numbers may be out of date.";
     }
     body.classList.toggle("is-stale", !!msg);
     const box = $("notice");

@@ -85,7 +85,6 @@
 
   function peakHour(value) {
     if (value === null || value === undefined) return null;
-    if (typeof value === "number") return `${String(value).padStart(2, "0")}:00`;
     const text = String(value);
     // An ISO hour carries the lot's local time: show its own wall-clock, not the browser's.
     if (/^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(text)) return `${longDate(text.slice(0, 10), false)}, ${text.slice(11, 16)}`;
@@ -119,7 +118,8 @@
       box.checked = true;
       const meta = el("span", { class: "meta", text: `${lot.id} · ${p.total ?? "?"} bays` });
       const tag = p.park_and_ride ? el("span", { class: "pr-tag", text: "P+R" }) : null;
-      list.append(el("li", {}, el("label", { class: "check", for: box.id }, box, el("span", { class: "name", text: p.name || lot.id }), tag, meta)));
+      const name = el("span", { class: "name", text: p.name || lot.id });
+      list.append(el("li", {}, el("label", { class: "check", for: box.id }, box, name, tag, meta)));
     }
     $("lot-boxes").replaceChildren(lots.length ? list : el("p", { class: "hint", text: "No car parks have been imported yet." }));
     list.addEventListener("change", syncAll);
@@ -164,10 +164,14 @@
   }
 
   function setDownloads(q) {
-    for (const [id, ext] of [["csv", "csv"], ["xlsx", "xlsx"]]) {
-      const a = $(id);
-      a.href = `${API}/reports/utilization.${ext}?${params(q)}`;
-      a.removeAttribute("aria-disabled");
+    for (const ext of ["csv", "xlsx"]) {
+      const a = $(ext);
+      if (q) {
+        a.href = `${API}/reports/utilization.${ext}?${params(q)}`;
+        a.removeAttribute("aria-disabled");
+      } else {
+        a.setAttribute("aria-disabled", "true");
+      }
     }
   }
 
@@ -217,15 +221,18 @@
     const point = labels.length > 60 ? 1.5 : 3;
     // Days with less than half their bay-hours known are drawn hollow and dashed: a figure, but a thin one.
     const thin = daily.map((d) => d.coverage_pct === null || d.coverage_pct < 50);
-    const fillFor = (colour) => thin.map((t) => (t ? "#fff" : colour));
     const segment = { borderDash: (ctx) => (thin[ctx.p0DataIndex] || thin[ctx.p1DataIndex] ? [4, 4] : undefined) };
+    const line = (label, values, colour, borderWidth) => ({
+      label, data: values, borderColor: colour, backgroundColor: colour, borderWidth,
+      pointBackgroundColor: thin.map((t) => (t ? "#fff" : colour)), pointRadius: point, segment,
+    });
     const data = {
       labels,
       datasets: [
-        { label: "Peak hour", data: series("peak_pct"), borderColor: "#b3261e", backgroundColor: "#b3261e", pointBackgroundColor: fillFor("#b3261e"), pointRadius: point, segment, borderWidth: 2 },
-        { label: "Daily mean", data: series("mean_pct"), borderColor: "#0b3d5c", backgroundColor: "#0b3d5c", pointBackgroundColor: fillFor("#0b3d5c"), pointRadius: point, segment, borderWidth: 2.5 },
-        { label: "85 % line", data: labels.map(() => THRESHOLD), borderColor: "#9a6700", borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, pointHitRadius: 0 },
-        { label: "Data coverage", data: series("coverage_pct"), fill: "origin", borderWidth: 0, pointRadius: 0,
+        line("Peak hour", series("peak_pct"), "#b3261e", 2),
+        line("Daily mean", series("mean_pct"), "#0b3d5c", 2.5),
+        { label: "85 % line", data: labels.map(() => THRESHOLD), borderColor: "#9a6700", borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, pointHoverRadius: 0 },
+        { label: "Data coverage", data: series("coverage_pct"), fill: "origin", borderWidth: 0, pointRadius: 0, pointHoverRadius: 0,
           backgroundColor: "rgba(140,149,159,.18)", borderColor: "rgba(140,149,159,.18)" },
       ],
     };
@@ -239,6 +246,7 @@
       plugins: {
         legend: { position: "bottom" },
         tooltip: {
+          filter: (item) => item.datasetIndex !== 2, // the 85 % line says the same every day
           callbacks: {
             title: (items) => longDate(items[0].label, true),
             label: (ctx) => `${ctx.dataset.label}: ${ctx.parsed.y === null ? "no data" : num(ctx.parsed.y, 1) + " %"}`,
@@ -251,12 +259,13 @@
     chart = new Chart($("daily"), { type: "line", data, options });
   }
 
-  function cell(value, decimals, header) {
+  function cell(value, decimals) {
     const text = decimals === "hour" ? peakHour(value) : num(value, decimals);
-    if (text === null) return el("td", { class: "nodata" }, el("span", { "aria-hidden": "true", text: "—" }), el("span", { class: "sr", text: "no data" }));
-    const td = el(header ? "th" : "td", { text });
-    if (header) td.setAttribute("scope", "row");
-    td.dataset.value = value;
+    if (text === null) {
+      return el("td", { class: "nodata" }, el("span", { "aria-hidden": "true", text: "—" }), el("span", { class: "sr", text: "no data" }));
+    }
+    const td = el("td", { text });
+    td.dataset.value = value; // the API's own number, unrounded
     return td;
   }
 
@@ -283,7 +292,6 @@
       })];
     });
     drawTable($("summary"), ["Car park", ...SUMMARY_COLUMNS.map((c) => c[1])], rows);
-    $("summary").dataset.lots = summary.lots.map((r) => r.lot).join(" ");
   }
 
   function drawNote(q, pattern, summary) {
@@ -306,7 +314,6 @@
 
   async function run(q) {
     const mine = ++generation;
-    setDownloads(q);
     say("Loading…");
     $("show").disabled = true;
     $("results").setAttribute("aria-busy", "true");
@@ -325,9 +332,14 @@
       drawDailyTable(pattern.daily);
       drawSummary(summary);
       $("results").dataset.query = query; // what is on screen (tests wait for it)
+      setDownloads(q);
       say("");
     } catch (err) {
-      if (mine === generation) say(`Could not load the figures: ${err.message}`, true);
+      if (mine !== generation) return;
+      // Figures of an earlier choice must not pass for this one.
+      $("results").hidden = true;
+      setDownloads(null);
+      say(`Could not load the figures: ${err.message}`, true);
     } finally {
       if (mine === generation) {
         $("show").disabled = false;

@@ -162,3 +162,35 @@ def coap_gateway(city):
     handle = run_in_thread(city, "127.0.0.1", port)
     yield ("127.0.0.1", port)
     handle.stop()
+
+
+CHROMIUM = os.environ.get("PARKING_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip the calling test module when Chromium is missing, unless CI is set (then fail)."""
+    if os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but there is no Chromium at {CHROMIUM}", pytrace=False)
+    pytest.skip(
+        f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
+        "PARKING_CHROMIUM); with CI set they fail instead of skipping",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for the whole session, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

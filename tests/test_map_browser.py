@@ -19,26 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = os.environ.get("PARKING_CHROMIUM", "/usr/bin/chromium")
-HAVE_CHROMIUM = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
-IN_CI = bool(os.environ.get("CI"))
-if not HAVE_CHROMIUM and not IN_CI:
-    pytest.skip(
-        f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
-        "PARKING_CHROMIUM); with CI set they fail instead of skipping",
-        allow_module_level=True,
-    )
-try:
-    from playwright.sync_api import Page, expect, sync_playwright
-except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("browser tests need Playwright for Python (the `test` extra)", allow_module_level=True)
+from playwright.sync_api import Page, expect
 
-LAUNCH_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from .conftest import require_chromium
+
+require_chromium()
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -67,17 +52,6 @@ def readings(city):
 def site(live_server, readings) -> str:
     """Base URL of the live app with the test city and its readings."""
     return live_server.rstrip("/")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the session."""
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"CI is set but there is no Chromium at {CHROMIUM}", pytrace=False)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @dataclass
@@ -148,6 +122,11 @@ def marker(page: Page, lot_id: str):
     return page.locator(f'.lot-marker[data-lot-id="{lot_id}"]')
 
 
+def icon(page: Page, lot_id: str):
+    """Leaflet's focusable element (role=button) around a lot's marker."""
+    return marker(page, lot_id).locator("xpath=ancestor::div[contains(@class, 'leaflet-marker-icon')]")
+
+
 def list_ids(page: Page) -> list[str]:
     """Lot ids of the list, in the order shown."""
     return page.locator("#lot-list .lot-item").evaluate_all("els => els.map(e => e.dataset.lotId)")
@@ -185,7 +164,7 @@ def test_one_marker_per_lot_labelled_with_its_free_count(open_map, site):
         expect(marker(page, lot_id)).to_have_attribute("data-status", p["status"])
         # the number is on the marker itself, and a screen reader hears name and status
         expect(marker(page, lot_id).locator(".num")).to_have_text(str(p["free"]))
-        expect(marker(page, lot_id)).to_contain_text(p["name"])
+        expect(icon(page, lot_id)).to_have_accessible_name(re.compile(rf"^{re.escape(p['name'])}: {p['free']} free of {p['total']}"))
     expect(page.locator("#lot-list .lot-item")).to_have_count(len(lots))
 
 
@@ -243,7 +222,7 @@ def test_bay_grid_shows_each_bay_as_the_api_does(open_map, site):
 
 def test_keyboard_opens_a_marker_popup(open_map, site):
     page = open_map().page
-    marker(page, "STREET").locator("xpath=ancestor::div[contains(@class, 'leaflet-marker-icon')]").focus()
+    icon(page, "STREET").focus()
     page.keyboard.press("Enter")
     expect(page.locator('.leaflet-popup [data-field="free"]')).to_have_text(
         str(features(site)["STREET"]["properties"]["free"]))
@@ -359,7 +338,8 @@ def test_names_and_links_from_the_lot_file_are_text(open_map, site, city):
         "properties": {"name": HOSTILE, "address": "<script>alert(2)</script>", "bays": ["HOS-1"],
                        "park_and_ride": {"stops": [{"name": "<b onmouseover=alert(3)>stop</b>", "lines": ["<i>1</i>"]}],
                                          "minutes_to_centre": 3}}}]}, "Europe/Berlin")
-    page = open_map().page
+    mp = open_map()
+    page = mp.page
     item = page.locator('.lot-item[data-lot-id="HOSTILE"]')
     expect(item.locator(".li-name")).to_have_text(HOSTILE)
     expect(marker(page, "HOSTILE")).to_contain_text(HOSTILE)
@@ -371,6 +351,7 @@ def test_names_and_links_from_the_lot_file_are_text(open_map, site, city):
     item.click()
     expect(page.locator("#detail-name")).to_have_text(HOSTILE)
     assert page.locator("[onerror], [onmouseover], script:not([src]), b, i").count() == 0
+    assert mp.dialogs == [] and mp.errors == []
 
 
 def test_only_http_links_are_links(open_map, site):

@@ -16,26 +16,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-CHROMIUM = os.environ.get("PARKING_CHROMIUM", "/usr/bin/chromium")
-HAVE_CHROMIUM = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
-IN_CI = bool(os.environ.get("CI"))
-if not HAVE_CHROMIUM and not IN_CI:
-    pytest.skip(
-        f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
-        "PARKING_CHROMIUM); with CI set they fail instead of skipping",
-        allow_module_level=True,
-    )
-try:
-    from playwright.sync_api import Page, expect, sync_playwright
-except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("browser tests need Playwright for Python (the `test` extra)", allow_module_level=True)
+from playwright.sync_api import Page, expect
 
-LAUNCH_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from .conftest import require_chromium
+
+require_chromium()
 TZ = ZoneInfo("Europe/Berlin")
 CSV_HEADER = "lot_id,lot_name,hour,occupancy_pct,peak_occupied,arrivals,coverage_pct,bays"
 # The summary columns and the decimals the page shows: the API's own precision.
@@ -82,17 +67,6 @@ def days(city) -> dict:
 def site(live_server, days) -> str:
     """Base URL of the live app with the test city and its history."""
     return live_server.rstrip("/")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module."""
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"CI is set but there is no Chromium at {CHROMIUM}", pytrace=False)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -279,6 +253,8 @@ def test_api_errors_and_bad_input_reach_the_user(page: Page, site: str, days: di
     except urllib.error.HTTPError as exc:
         message = json.load(exc)["message"]
     expect(page.locator("#status")).to_have_text(f"Could not load the figures: {message}")
+    expect(page.locator("#results")).to_be_hidden()  # no earlier figures passing for these
+    expect(page.get_by_role("link", name="Download CSV")).to_have_attribute("aria-disabled", "true")
     # Chromium logs each refused request (pattern and summary); those two are the point here.
     refused = [e for e in page_errors if "status of 400" in e]
     assert len(refused) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -143,7 +144,9 @@ def test_occupancy_tracks_the_target(week):
     occupancy, _ = week
     model = CityModel([lot("GA", "centre_garage", 80)], start=at(0, 0), seed=11)
     garage = model.lots["GA"]
-    errors = [abs(occ - garage.target(at(d, h))) for (lot_id, d, h), occ in occupancy.items() if lot_id == "GA"]
+    errors = [
+        abs(occ - garage.target(at(d, h))) for (lot_id, d, h), occ in occupancy.items() if lot_id == "GA"
+    ]
     assert sum(errors) / len(errors) < 0.08
 
 
@@ -213,13 +216,16 @@ def test_sample_city_is_a_valid_mixed_city():
     features = validate_collection(doc, "Europe/Berlin")
     bays = [b for f in features for b in f["properties"]["bays"]]
     assert len(features) >= 10 and 650 <= len(bays) <= 750 and len(set(bays)) == len(bays)
-    kinds = [profiles.kind_for(f["properties"]["category"], f["properties"]["park_and_ride"]) for f in features]
+    kinds = [profiles.kind_for(f["properties"]["category"], f["properties"]["park_and_ride"])
+             for f in features]
     assert kinds.count("park_and_ride") >= 3 and set(kinds) == set(profiles.KINDS)
     for f in features:
         pr = f["properties"]["park_and_ride"]
         if pr:
-            assert pr["stops"] and all(s["lines"] and s["url"].startswith("https://") for s in pr["stops"])
-        lon, lat = f["geometry"]["coordinates"] if f["geometry"]["type"] == "Point" else f["geometry"]["coordinates"][0][0]
+            assert pr["stops"] and pr["url"].startswith("https://")
+            assert all(s["lines"] and s["url"].startswith("https://") for s in pr["stops"])
+        geometry = f["geometry"]
+        lon, lat = geometry["coordinates"] if geometry["type"] == "Point" else geometry["coordinates"][0][0]
         assert 48.95 < lat < 49.06 and 12.03 < lon < 12.15, f["id"]
 
 
@@ -259,7 +265,9 @@ def test_model_from_db_starts_where_the_history_stops(city):
     assert {b: v for b, v in stored.items() if v is not None} == {
         b: states[b] for b, v in stored.items() if v is not None
     }
-    newest_seq = db.session.scalar(select(Row.seq).where(Row.bay_id == "GAR-001").order_by(Row.ts.desc()).limit(1))
+    newest_seq = db.session.scalar(
+        select(Row.seq).where(Row.bay_id == "GAR-001").order_by(Row.ts.desc()).limit(1)
+    )
     sensor = next(s for s in model.sensors if s.bay == "GAR-001")
     assert sensor.seq == newest_seq  # its next message says newest_seq + 1
 
@@ -310,7 +318,7 @@ def test_live_sender_posts_json_and_retries_after_503():
             await server.shutdown()
         return sender.totals
 
-    totals = asyncio.run(scenario(free_port(__import__("socket").SOCK_DGRAM)))
+    totals = asyncio.run(scenario(free_port(socket.SOCK_DGRAM)))
     assert totals.retried == 1 and totals.errors == 0
     assert received and totals.codes == {"2.04": len(received)}
     assert {fmt for fmt, _ in received} == {50}
@@ -319,15 +327,8 @@ def test_live_sender_posts_json_and_retries_after_503():
         assert body["ts"] <= time.time() and body["bay"].startswith("ST-")
 
 
-@pytest.fixture
-def gateway_or_skip(request):
-    """The real gateway, when gateway.server exists."""
-    pytest.importorskip("gateway.server")
-    return request.getfixturevalue("coap_gateway")
-
-
-def test_live_mode_readings_reach_the_database(gateway_or_skip):
-    host, port = gateway_or_skip
+def test_live_mode_readings_reach_the_database(coap_gateway):
+    host, port = coap_gateway
     model = CityModel.from_db(time.time(), seed=4)
 
     async def scenario():

@@ -1,0 +1,61 @@
+"""The ceiling of the CoAP library: a bare aiocoap server whose POST /occupancy answers 2.04 at once.
+
+Same transport as the gateway (aiocoap's udp6), no database, no decoding. `--tuned` applies the
+gateway's own transport settings (`gateway.server._tune_udp`: larger receive buffer and read size,
+the shorter duplicate-detection window), to show what those settings are worth on their own.
+
+    python -m bench.bare_server --port 5683 [--tuned]
+
+Runs until SIGTERM/SIGINT. Prints "bare CoAP server on …" on stderr once bound.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import aiocoap
+from aiocoap import resource
+from aiocoap.numbers.codes import Code
+
+
+class Changed(resource.Resource):
+    """Answers every POST with 2.04 Changed, nothing else."""
+
+    async def render_post(self, request):
+        return aiocoap.Message(code=Code.CHANGED)
+
+
+async def serve(host: str, port: int, tuned: bool) -> None:
+    site = resource.Site()
+    site.add_resource(["occupancy"], Changed())
+    logging.getLogger("bench.bare.aiocoap").setLevel(logging.WARNING)
+    context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"],
+                                                          loggername="bench.bare.aiocoap")
+    if tuned:
+        from gateway.server import _tune_udp
+
+        _tune_udp(context, None)
+    print(f"bare CoAP server on coap://{host}:{port} (tuned={tuned})", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await context.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tuned", action="store_true", help="the gateway's transport settings")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, args.tuned))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

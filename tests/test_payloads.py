@@ -1,0 +1,163 @@
+"""Decoding of sensor payloads (gateway.payloads): every content format, every refusal, pure."""
+import json
+import time
+
+import cbor2
+import pytest
+
+from gateway.payloads import PayloadError, UnsupportedFormat, decode
+from parking.ingest import Reading
+
+NOW = 1_763_900_000.0
+
+
+def j(value) -> bytes:
+    """JSON bytes."""
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    "payload, fmt, expected",
+    [
+        # Contract §3's example map, as JSON and as CBOR.
+        (j({"bay": "P1-017", "occupied": True, "ts": 1763900000, "seq": 42, "battery": 87}), 50,
+         [Reading("P1-017", True, 1763900000.0, 42, 87)]),
+        (cbor2.dumps({"bay": "P1-017", "occupied": True, "ts": 1763900000, "seq": 42, "battery": 87}), 60,
+         [Reading("P1-017", True, 1763900000.0, 42, 87)]),
+        # Optional fields absent or null; ts with a fraction; the extreme values of the ranges.
+        (j({"bay": "a_B-9", "occupied": False}), 50, [Reading("a_B-9", False)]),
+        (j({"bay": "A", "occupied": False, "ts": None, "seq": None, "battery": None}), 50, [Reading("A", False)]),
+        (j({"bay": "A", "occupied": True, "ts": 1763900000.25, "seq": 4294967295, "battery": 0}), 50,
+         [Reading("A", True, 1763900000.25, 4294967295, 0)]),
+        (cbor2.dumps({"bay": "A", "occupied": True, "ts": 1763900000.5, "seq": 0, "battery": 100}), 60,
+         [Reading("A", True, 1763900000.5, 0, 100)]),
+        # Batches keep their order.
+        (j([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": False, "ts": 5}]), 50,
+         [Reading("A", True), Reading("B", False, 5.0)]),
+        (cbor2.dumps([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": False}]), 60,
+         [Reading("A", True), Reading("B", False)]),
+        (j({"bay": "X" * 64, "occupied": True}), 50, [Reading("X" * 64, True)]),
+    ],
+)
+def test_plain_maps_and_batches(payload, fmt, expected):
+    assert decode(payload, fmt, now=NOW) == expected
+
+
+# RFC 8428 §5.1.2 (multiple datapoints, bn + n), §5.1.3 (bt + relative t, bver) and §6 (CBOR
+# integer labels), adapted from voltage/current to bay presence.
+RFC_MULTIPLE_DATAPOINTS = [
+    {"bn": "urn:dev:bay:PRW-001:", "n": "presence", "u": "", "vb": True},
+]
+RFC_MULTIPLE_MEASUREMENTS = [
+    {"bn": "urn:dev:bay:", "bt": 1.276020076001e09, "bver": 5, "n": "PRW-001:presence", "vb": True},
+    {"n": "PRW-001:presence", "t": -5, "vb": False},
+    {"n": "PRW-002:presence", "t": -4, "vb": True},
+]
+RFC_CBOR = [
+    {-2: "urn:dev:bay:", -3: 1276020076.001, -1: 5, 0: "PRW-001:presence", 4: True},
+    {0: "PRW-001:presence", 6: -5, 4: False},
+]
+
+
+@pytest.mark.parametrize(
+    "payload, fmt, expected",
+    [
+        (j(RFC_MULTIPLE_DATAPOINTS), 110, [Reading("PRW-001", True, NOW)]),
+        (j(RFC_MULTIPLE_MEASUREMENTS), 110, [
+            Reading("PRW-001", True, 1276020076.001),
+            Reading("PRW-001", False, 1276020076.001 - 5),
+            Reading("PRW-002", True, 1276020076.001 - 4),
+        ]),
+        (cbor2.dumps(RFC_CBOR), 112, [
+            Reading("PRW-001", True, 1276020076.001),
+            Reading("PRW-001", False, 1276020076.001 - 5),
+        ]),
+        # No time at all means "now"; a small t is relative to now (RFC 8428 §4.5.3).
+        (j([{"n": "urn:dev:bay:A:presence", "vb": False}]), 110, [Reading("A", False, NOW)]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": -30}]), 110, [Reading("A", True, NOW - 30)]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 2**28}]), 110, [Reading("A", True, float(2**28))]),
+        # A leading record with base values only; a base name changed half-way.
+        (j([{"bn": "urn:dev:bay:", "bt": NOW - 60}, {"n": "A:presence", "vb": True},
+            {"bn": "urn:dev:bay:B", "n": ":presence", "vb": False, "t": 10}]), 110,
+         [Reading("A", True, NOW - 60), Reading("B", False, NOW - 50)]),
+        # Unknown labels are ignored (§4.4); so are units and an unregistered CBOR label.
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 0, "ut": 60, "foo": 1}]), 110, [Reading("A", True, NOW)]),
+        (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: True, 99: "x"}]), 112, [Reading("A", True, NOW)]),
+    ],
+)
+def test_senml(payload, fmt, expected):
+    assert decode(payload, fmt, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "payload, fmt, text",
+    [
+        (b"{not json", 50, "malformed JSON at byte 1"),
+        (b"\xff\xfe", 50, "malformed JSON: not UTF-8"),
+        (b'{"bay": "A", "occupied": true, "ts": NaN}', 50, "NaN is not a JSON number"),
+        (b'{"bay": "A", "bay": "B", "occupied": true}', 50, "key 'bay' appears twice"),
+        (b"\xa1", 60, "malformed CBOR"),
+        (cbor2.dumps({"bay": "A", "occupied": True}) + b"\x00", 60, "bytes after the first data item"),
+        (j("A"), 50, "payload must be a map or an array of maps"),
+        (j([]), 50, "empty batch"),
+        (cbor2.dumps([]), 60, "empty batch"),
+        (j([{"bay": "A", "occupied": True}, 5]), 50, "reading 1: must be a map"),
+        (j({"bay": "A", "occupied": True, "colour": "red"}), 50, "unknown key 'colour'"),
+        (j([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": True, "x": 1}]), 50, "reading 1: unknown key 'x'"),
+        (j({"n": "urn:dev:bay:A:presence", "vb": True}), 50, "SenML needs Content-Format 110 or 112"),
+        (cbor2.dumps({1: "A"}), 60, "key 1 is not a string"),
+        (j({"occupied": True}), 50, "bay: missing"),
+        (j({"bay": "A"}), 50, "occupied: missing"),
+        (j({"bay": "A B", "occupied": True}), 50, "bay: must be 1-64 of A-Z a-z 0-9 _ -"),
+        (j({"bay": "X" * 65, "occupied": True}), 50, "bay: must be 1-64"),
+        (j({"bay": "A\n", "occupied": True}), 50, "bay: must be 1-64"),
+        (j({"bay": 7, "occupied": True}), 50, "bay: must be a string"),
+        (j({"bay": "A", "occupied": 1}), 50, "occupied: must be true or false"),
+        (j({"bay": "A", "occupied": "true"}), 50, "occupied: must be true or false"),
+        (j({"bay": "A", "occupied": True, "ts": "1763900000"}), 50, "ts: must be a number"),
+        (j({"bay": "A", "occupied": True, "ts": True}), 50, "ts: must be a number"),
+        (j({"bay": "A", "occupied": True, "seq": -1}), 50, "seq: must be an integer 0..4294967295"),
+        (j({"bay": "A", "occupied": True, "seq": 2**32}), 50, "seq: must be an integer 0..4294967295"),
+        (j({"bay": "A", "occupied": True, "seq": 4.0}), 50, "seq: must be an integer"),
+        (j({"bay": "A", "occupied": True, "battery": 101}), 50, "battery: must be an integer 0..100"),
+        (j({"bay": "A", "occupied": True, "battery": False}), 50, "battery: must be an integer 0..100"),
+        (j({"bay": "A", "occupied": None}), 50, "occupied: must not be null"),
+        # SenML
+        (j({"n": "urn:dev:bay:A:presence", "vb": True}), 110, "the pack must be an array of records"),
+        (j([]), 110, "empty batch"),
+        (j([{"bn": "urn:dev:bay:"}]), 110, "no presence records"),
+        (j([{"n": "urn:dev:bay:A:temperature", "v": 21.5}]), 110, "unknown name 'urn:dev:bay:A:temperature'"),
+        (j([{"n": "urn:dev:ow:10e2073a01080063", "vb": True}]), 110, "unknown name 'urn:dev:ow:10e2073a01080063'"),
+        (j([{"n": "urn:dev:bay:A B:presence", "vb": True}]), 110, "unknown name"),
+        (j([{"n": "urn:dev:bay:A:presence", "v": 1}]), 110, "record 0 (urn:dev:bay:A:presence): needs a boolean vb"),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": 1}]), 110, "record 0: vb: must be true or false"),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": "now"}]), 110, "record 0: t: must be a number"),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True}, {"n": "x", "vb": True}]), 110, "record 1: unknown name 'x'"),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "ttl_": 5}]), 110, "must-understand label 'ttl_'"),
+        (j([{"bver": 11, "n": "urn:dev:bay:A:presence", "vb": True}]), 110, "SenML version 11 not supported"),
+        (j([5]), 110, "record 0: must be a map"),
+        (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: 1}]), 112, "record 0: vb: must be true or false"),
+        (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: True, b"k": 1}]), 112, "label b'k' is not a string"),
+    ],
+)
+def test_refusals_are_400_with_a_short_text(payload, fmt, text):
+    with pytest.raises(PayloadError) as caught:
+        decode(payload, fmt, now=NOW)
+    assert str(caught.value.code) == "4.00 Bad Request"
+    assert text in caught.value.message
+    assert len(caught.value.message) <= 120
+
+
+@pytest.mark.parametrize("fmt", [None, 0, 40, 42, 61, 111, 113])
+def test_other_content_formats_are_415(fmt):
+    with pytest.raises(UnsupportedFormat) as caught:
+        decode(j({"bay": "A", "occupied": True}), fmt, now=NOW)
+    assert str(caught.value.code) == "4.15 Unsupported Content Format"
+    assert f"Content-Format {'none' if fmt is None else fmt} not supported" in caught.value.message
+    assert "50 (JSON), 60 (CBOR), 110 (SenML JSON) or 112 (SenML CBOR)" in caught.value.message
+
+
+def test_senml_time_defaults_to_the_clock():
+    before = time.time()
+    (reading,) = decode(j([{"n": "urn:dev:bay:A:presence", "vb": True}]), 110)
+    assert before <= reading.ts <= before + 5
