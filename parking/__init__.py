@@ -72,4 +72,6 @@ def _sqlite_pragmas(dbapi_connection, connection_record):  # noqa: ARG001
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Readings are indexed by bay first, so inserts land all over the index: keep it cached.
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()

@@ -31,6 +31,8 @@ FUTURE_TOLERANCE = 300.0
 SEQ_DUPLICATE_WINDOW = 3600.0
 SEQ_MAX = 2**32 - 1
 BULK_CHUNK = 20_000
+# A batch spanning at most this many seconds is checked for duplicates with one time window.
+NARROW_BATCH = 6 * 3600.0
 _OR_CHUNK = 200
 
 
@@ -120,23 +122,31 @@ def prepare(
     prepared = []
     for index, r in enumerate(readings):
         ts = now if r.ts is None else float(r.ts)
-        where = f"reading {index} (bay {r.bay})" if len(readings) > 1 else f"bay {r.bay}"
-        if not math.isfinite(ts) or ts < 0:
-            raise InvalidReading(f"{where}: ts must be a finite non-negative Unix time")
-        if ts > now + FUTURE_TOLERANCE:
-            raise InvalidReading(
-                f"{where}: ts {ts:.0f} is {ts - now:.0f} s in the future (limit {FUTURE_TOLERANCE:.0f} s)"
-            )
-        if r.seq is not None and not 0 <= r.seq <= SEQ_MAX:
-            raise InvalidReading(f"{where}: seq must be 0..{SEQ_MAX}")
-        if r.battery is not None and not 0 <= r.battery <= 100:
-            raise InvalidReading(f"{where}: battery must be 0..100")
-        prepared.append(Reading(r.bay, bool(r.occupied), ts, r.seq, r.battery))
+        problem = _problem(r, ts, now)
+        if problem:
+            where = f"reading {index} (bay {r.bay})" if len(readings) > 1 else f"bay {r.bay}"
+            raise InvalidReading(f"{where}: {problem}")
+        prepared.append(r if r.ts is not None and type(r.ts) is float else Reading(r.bay, r.occupied, ts, r.seq, r.battery))
     known = (directory or _directory).lookup(session, {r.bay for r in prepared})
     unknown = [r.bay for r in prepared if r.bay not in known]
     if unknown:
         raise UnknownBay(unknown)
     return prepared
+
+
+def _problem(r: Reading, ts: float, now: float) -> str | None:
+    """What is wrong with one reading, or None."""
+    if not math.isfinite(ts) or ts < 0:
+        return "ts must be a finite non-negative Unix time"
+    if ts > now + FUTURE_TOLERANCE:
+        return f"ts {ts:.0f} is {ts - now:.0f} s in the future (limit {FUTURE_TOLERANCE:.0f} s)"
+    if r.seq is not None and not 0 <= r.seq <= SEQ_MAX:
+        return f"seq must be 0..{SEQ_MAX}"
+    if r.battery is not None and not 0 <= r.battery <= 100:
+        return "battery must be 0..100"
+    if type(r.occupied) is not bool:
+        return "occupied must be true or false"
+    return None
 
 
 def store(
@@ -159,17 +169,11 @@ def store(
     if not fresh:
         return result
     rows = [
-        {
-            "bay_id": r.bay,
-            "ts": r.ts,
-            "occupied": r.occupied,
-            "seq": r.seq,
-            "received_at": r.ts if received_at is None else received_at,
-        }
+        (r.bay, r.ts, r.occupied, r.seq, r.ts if received_at is None else received_at)
         for r in fresh
     ]
-    inserted_keys = _insert_readings(session, rows)
-    inserted = [r for r in fresh if (r.bay, r.ts, r.occupied) in inserted_keys]
+    _insert_readings(session, rows)
+    inserted = fresh
     result.stored = len(inserted)
     # Battery and last_seen describe the newest message even when its reading is a duplicate.
     _update_bays(session, readings, inserted, received_at, stale)
@@ -233,58 +237,84 @@ def _bulk_chunk(batch: list[Reading], received_at: float | None) -> int:
 
 def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Reading]:
     """Readings not already stored and not repeated within the batch (seq or ts+state)."""
-    windows: dict[str, list[float]] = {}
-    for r in readings:
-        lo_hi = windows.setdefault(r.bay, [r.ts, r.ts])
-        lo_hi[0] = min(lo_hi[0], r.ts)
-        lo_hi[1] = max(lo_hi[1], r.ts)
     seen_state: set[tuple[str, float, bool]] = set()
-    seen_seq: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for chunk in _chunks(sorted(windows.items()), _OR_CHUNK):
-        condition = or_(
-            *(
-                and_(
-                    ReadingRow.bay_id == bay,
-                    ReadingRow.ts >= lo - SEQ_DUPLICATE_WINDOW,
-                    ReadingRow.ts <= hi + SEQ_DUPLICATE_WINDOW,
-                )
-                for bay, (lo, hi) in chunk
-            )
-        )
-        for bay, ts, occupied, seq in session.execute(
-            select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied, ReadingRow.seq).where(
-                condition
-            )
-        ):
-            seen_state.add((bay, ts, occupied))
-            if seq is not None:
-                seen_seq[(bay, seq)].append(ts)
+    seen_seq: dict[tuple[str, int], list[float]] = {}
+    for bay, ts, occupied, seq in _stored_near(session, readings):
+        seen_state.add((bay, ts, occupied))
+        if seq is not None:
+            seen_seq.setdefault((bay, seq), []).append(ts)
     fresh = []
     for r in readings:
         if (r.bay, r.ts, r.occupied) in seen_state:
             continue
         if r.seq is not None:
-            earlier = seen_seq[(r.bay, r.seq)]
-            if any(abs(r.ts - t) <= SEQ_DUPLICATE_WINDOW for t in earlier):
+            key = (r.bay, r.seq)
+            earlier = seen_seq.get(key)
+            if earlier is None:
+                seen_seq[key] = [r.ts]
+            elif any(abs(r.ts - t) <= SEQ_DUPLICATE_WINDOW for t in earlier):
                 continue
-            earlier.append(r.ts)
+            else:
+                earlier.append(r.ts)
         seen_state.add((r.bay, r.ts, r.occupied))
         fresh.append(r)
     return fresh
 
 
-def _insert_readings(session: Session, rows: list[dict]) -> set[tuple[str, float, bool]]:
-    """Insert rows, skipping any a concurrent writer stored first; returns the keys inserted."""
-    stmt = (
-        upsert_insert(session, ReadingRow.__table__)
-        .on_conflict_do_nothing(index_elements=["bay_id", "ts", "occupied"])
-        .returning(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
+def _stored_near(session: Session, readings: Sequence[Reading]):
+    """Stored (bay, ts, occupied, seq) that could duplicate one of the readings.
+
+    A batch spanning a few hours (the gateway's groups, a bulk chunk) is looked up with one
+    time window for all its bays; a batch mixing a late reading with fresh ones gets one window
+    per bay, so a day-old reading does not pull in a day of every other bay's history.
+    """
+    lo = min(r.ts for r in readings)
+    hi = max(r.ts for r in readings)
+    columns = (ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied, ReadingRow.seq)
+    if hi - lo <= NARROW_BATCH:
+        bays = sorted({r.bay for r in readings})
+        for chunk in _chunks(bays, 500):
+            yield from session.execute(
+                select(*columns).where(
+                    ReadingRow.bay_id.in_(chunk),
+                    ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW),
+                )
+            )
+        return
+    windows: dict[str, list[float]] = {}
+    for r in readings:
+        lo_hi = windows.setdefault(r.bay, [r.ts, r.ts])
+        lo_hi[0] = min(lo_hi[0], r.ts)
+        lo_hi[1] = max(lo_hi[1], r.ts)
+    for chunk in _chunks(sorted(windows.items()), _OR_CHUNK):
+        condition = or_(
+            *(
+                and_(
+                    ReadingRow.bay_id == bay,
+                    ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW),
+                )
+                for bay, (lo, hi) in chunk
+            )
+        )
+        yield from session.execute(select(*columns).where(condition))
+
+
+def _insert_readings(session: Session, rows: list[tuple]) -> None:
+    """Insert (bay_id, ts, occupied, seq, received_at) rows in one driver-level executemany.
+
+    ON CONFLICT DO NOTHING covers a concurrent writer that stored a row first; it carries the
+    same data, so treating it as ours changes nothing. Plain SQL both SQLite and PostgreSQL
+    speak, sent straight to the driver: per-row SQLAlchemy parameter processing cost more
+    than the insert itself in bulk loads.
+    """
+    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        "INSERT INTO readings (bay_id, ts, occupied, seq, received_at) "
+        f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (bay_id, ts, occupied) DO NOTHING"
     )
-    inserted: set[tuple[str, float, bool]] = set()
+    connection = session.connection()
     for chunk in _chunks(rows, 5000):
-        for bay, ts, occupied in session.execute(stmt, chunk):
-            inserted.add((bay, ts, bool(occupied)))
-    return inserted
+        connection.exec_driver_sql(sql, chunk)
 
 
 def _update_bays(
@@ -377,12 +407,18 @@ def _dirty_hours(
 ) -> set[tuple[str, int]]:
     """(lot, local hour start) of every hour a reading can change: those overlapping [ts, ts + stale]."""
     marks: set[tuple[str, int]] = set()
+    by_lot: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in inserted:
-        lot_id, tz = bays[r.bay]
-        hour = floor_local_hour(r.ts, tz)
-        while hour <= r.ts + stale:
-            marks.add((lot_id, int(hour)))
-            hour += 3600
+        by_lot[bays[r.bay]].append(r.ts)
+    for (lot_id, tz), stamps in by_lot.items():
+        hour = -math.inf
+        for ts in sorted(stamps):
+            if not hour <= ts < hour + 3600:  # time-zone math only once per hour, not per reading
+                hour = floor_local_hour(ts, tz)
+            h = hour
+            while h <= ts + stale:
+                marks.add((lot_id, int(h)))
+                h += 3600
     return marks
 
 

@@ -13,7 +13,6 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -69,8 +68,8 @@ class Reading(db.Model):
     __tablename__ = "readings"
     __table_args__ = (
         # A retransmission or replay (same bay, ts and state) is stored once.
+        # Also the index every look-up of a bay's history uses (bay, then time).
         UniqueConstraint("bay_id", "ts", "occupied", name="uq_readings_bay_ts_state"),
-        Index("ix_readings_bay_seq", "bay_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(

@@ -443,6 +443,9 @@ def test_a_full_queue_is_503_instead_of_growing(start_gateway, city, backend):
         with locked_database(backend, city):
             # The writer waits on the lock with the first request; the second fills the queue.
             waiting = [asyncio.ensure_future(c.post({"bay": f"GAR-00{i}", "occupied": True, "ts": TS})) for i in (1, 2)]
+            deadline = time.monotonic() + 4
+            while probe(city)["queue"] < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             refused = await c.post({"bay": "GAR-003", "occupied": True, "ts": TS})
         return refused, await asyncio.gather(*waiting)
 

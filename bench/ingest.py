@@ -1,0 +1,363 @@
+"""Ingest: the real gateway (durable commits) against a bare aiocoap server, side by side.
+
+Every server runs as its own process on the same UDP port, one at a time; the load generator
+(`bench.loadgen`) is a third process. One measured round per server kind, alternating, repeated
+`rounds` times; the medians are reported:
+
+  (a) the real gateway (`python -m gateway.server`) on SQLite and on PostgreSQL, each on a fresh
+      database with a 10,000-bay city; every 2.04 means the reading is committed;
+  (b) a bare aiocoap server answering 2.04 at once (`bench.bare_server`): the library's ceiling;
+  (b') the same bare server with the gateway's own transport settings (`--tuned`).
+
+Then: each gateway at half the ceiling's rate (latency under normal load), one long run at half
+load sampling the gateway's RSS (is memory flat?), and two gateway processes sharing a database.
+
+Server CPU is read from /proc/<pid>/stat (user + system, all threads) and RSS from
+/proc/<pid>/status, at the start and the end of each measured run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import datasets
+from .report import Report
+
+ROOT = datasets.ROOT
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class IngestConfig:
+    lots: int = 100
+    bays_per_lot: int = 100
+    rounds: int = 3
+    round_seconds: float = 15.0
+    warmup_seconds: float = 2.0
+    window: int = 200
+    half_seconds: float = 30.0
+    soak_seconds: float = 600.0
+    soak_sample: float = 10.0
+    two_seconds: float = 15.0
+    timeout: float = 5.0
+
+
+FULL = IngestConfig()
+SMOKE = IngestConfig(lots=2, bays_per_lot=10, rounds=1, round_seconds=0.5, warmup_seconds=0, window=16,
+                     half_seconds=0.5, soak_seconds=1.0, soak_sample=0.25, two_seconds=0.5, timeout=2.0)
+
+
+# ---------------------------------------------------------------- processes
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """A server process on 127.0.0.1:port, started and stopped by us (by its pid only)."""
+
+    def __init__(self, kind: str, port: int, log_path: Path, url: str | None = None):
+        self.kind, self.port, self.log_path = kind, port, log_path
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PARKING_COAP_HOST": "127.0.0.1"}
+        if kind == "gateway":
+            env["DATABASE_URL"] = url
+            cmd = [sys.executable, "-m", "gateway.server", "--port", str(port)]
+            self.ready = "CoAP gateway on"
+        else:
+            cmd = [sys.executable, "-m", "bench.bare_server", "--port", str(port)]
+            if kind == "bare-tuned":
+                cmd.append("--tuned")
+            self.ready = "bare CoAP server on"
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            if self.ready in log_path.read_text():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{kind} did not start: {log_path.read_text()[-1500:]}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def sample(self) -> tuple[float, float, float]:
+        """(wall clock, CPU seconds, RSS MiB)."""
+        return time.perf_counter(), proc_cpu(self.pid), proc_rss_mib(self.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = self.log_path.read_text().splitlines()
+        return "\n".join(text[-lines:])
+
+
+class Load:
+    """Runs bench.loadgen as a child process; numbers the requests across the whole run."""
+
+    def __init__(self, bays_file: Path, timeout: float):
+        self.bays_file = bays_file
+        self.timeout = timeout
+        self.serial = 0
+        self.ok: dict[str, int] = {}  # 2.04 answers per database URL, warm-ups included
+        self.t0 = time.time() - 3600  # every ts stays in the past, and distinct per request
+
+    def _cmd(self, ports, count, seconds, window, rate):
+        cmd = [sys.executable, "-m", "bench.loadgen", "--bays-file", str(self.bays_file), "--count", str(count),
+               "--seconds", str(seconds), "--window", str(window), "--timeout", str(self.timeout),
+               "--serial", str(self.serial), "--t0", f"{self.t0:.4f}"]
+        for port in ports:
+            cmd += ["--port", str(port)]
+        if rate:
+            cmd += ["--rate", f"{rate:.1f}"]
+        self.serial += count
+        return cmd
+
+    def start(self, ports, seconds, window, rate=None) -> subprocess.Popen:
+        count = int(seconds * (rate * 1.05 if rate else 20_000)) + 10
+        return subprocess.Popen(self._cmd(ports, count, seconds, window, rate), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def finish(self, proc: subprocess.Popen, seconds: float) -> dict:
+        try:
+            out, err = proc.communicate(timeout=seconds + self.timeout + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err[-1500:]}")
+        return json.loads(out)
+
+    def run(self, ports, seconds, window, rate=None, url=None) -> dict:
+        return self.count(url, self.finish(self.start(ports, seconds, window, rate), seconds))
+
+    def count(self, url: str | None, result: dict) -> dict:
+        if url is not None:
+            self.ok[url] = self.ok.get(url, 0) + result["ok"]
+        return result
+
+
+# ---------------------------------------------------------------- the database
+def prepare_database(backend: str, cfg: IngestConfig, workdir: Path) -> tuple[str, list[str]]:
+    """A fresh database with the ingest city (lots, bays, no history); its URL and bay ids."""
+    from parking.cli import init_db
+    from parking.extensions import db
+    from parking.lots import import_lots
+
+    spec = datasets.CitySpec("ingest", cfg.lots, cfg.bays_per_lot, 0, 3600, 0)
+    if backend == "sqlite":
+        path = workdir / "ingest.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    else:
+        datasets.pg_create(datasets.PG_PREFIX)
+        url = datasets.pg_url(datasets.PG_PREFIX)
+    app = datasets.make_app(url)
+    features = datasets.city_features(spec)
+    with app.app_context():
+        init_db()
+        import_lots(features, datasets.TIMEZONE)
+        db.session.remove()
+        db.engine.dispose()
+    bays = [b for f in features["features"] for b in f["properties"]["bays"]]
+    return url, bays
+
+
+def stored_readings(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM readings")).scalar()
+    engine.dispose()
+    return int(n)
+
+
+# ---------------------------------------------------------------- measurements
+def measure(kind: str, port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str | None = None,
+            rate: float | None = None, seconds: float | None = None, label: str = "") -> dict:
+    """Start a server, warm it up, run one measured load, stop it; the figures of that run."""
+    seconds = seconds or cfg.round_seconds
+    server = Server(kind, port, workdir / f"{kind}-{label or 'run'}.log", url)
+    try:
+        if cfg.warmup_seconds:
+            load.run([port], cfg.warmup_seconds, cfg.window, rate, url)
+        t0, cpu0, rss0 = server.sample()
+        result = load.run([port], seconds, cfg.window, rate, url)
+        t1, cpu1, rss1 = server.sample()
+    finally:
+        server.stop()
+    result.update(kind=kind, cpu_cores=(cpu1 - cpu0) / (t1 - t0), rss_start=rss0, rss_end=rss1,
+                  cpu_us_per_request=(cpu1 - cpu0) / max(result["ok"], 1) * 1e6)
+    return result
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, log=print) -> dict:
+    """Every ingest figure into `report`; returns the raw runs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_udp_port()
+    urls, bays = {}, []
+    for backend in backends:
+        urls[backend], bays = prepare_database(backend, cfg, workdir)
+    bays_file = workdir / "bays.txt"
+    bays_file.write_text("\n".join(bays))
+    load = Load(bays_file, cfg.timeout)
+    kinds = [f"gateway/{b}" for b in backends] + ["bare", "bare-tuned"]
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    for r in range(cfg.rounds):
+        for kind in kinds:
+            server_kind, _, backend = kind.partition("/")
+            result = measure(server_kind, port, load, cfg, workdir, urls.get(backend), label=f"{backend or kind}-{r}")
+            runs[kind].append(result)
+            log(f"  round {r + 1}/{cfg.rounds} {kind:<20} {result['rps']:>7.0f} req/s  p50 {result['p50_ms']} ms  "
+                f"p99 {result['p99_ms']} ms  CPU {result['cpu_cores']:.2f} cores  codes {result['codes']}  "
+                f"timeouts {result['timeouts']}")
+
+    bare_rps = _median(runs["bare"], "rps")
+    for kind in kinds:
+        rs = runs[kind]
+        name = kind.replace("/", ".")
+        report.add(f"ingest.{name}.throughput", _median(rs, "rps"), "req/s", note=f"median of {len(rs)}, window {cfg.window}")
+        report.add(f"ingest.{name}.p50", _median(rs, "p50_ms"), "ms")
+        report.add(f"ingest.{name}.p99", _median(rs, "p99_ms"), "ms")
+        report.add(f"ingest.{name}.server_cpu", _median(rs, "cpu_cores"), "cores")
+        report.add(f"ingest.{name}.cpu_per_request", _median(rs, "cpu_us_per_request"), "µs")
+        report.add(f"ingest.{name}.rss_start", _median(rs, "rss_start"), "MiB")
+        report.add(f"ingest.{name}.rss_end", _median(rs, "rss_end"), "MiB")
+        lost = sum(r["timeouts"] for r in rs)
+        not_ok = sum(v for r in rs for k, v in r["codes"].items() if k != "2.04")
+        if lost or not_ok:
+            report.add(f"ingest.{name}.not_2.04", lost + not_ok, "req", note=f"timeouts {lost}, other answers {not_ok}")
+    for backend in backends:
+        report.add(f"ingest.ratio.gateway_{backend}/bare", _median(runs[f"gateway/{backend}"], "rps") / bare_rps,
+                   "", ">=", 0.9)
+    report.add("ingest.ratio.bare_tuned/bare", _median(runs["bare-tuned"], "rps") / bare_rps, "",
+               note="the gateway's transport settings alone")
+
+    half = bare_rps / 2
+    for backend in backends:
+        result = measure("gateway", port, load, cfg, workdir, urls[backend], rate=half, seconds=cfg.half_seconds,
+                         label=f"{backend}-half")
+        runs[f"half/{backend}"] = [result]
+        log(f"  half load {backend}: offered {half:.0f}/s, answered {result['rps']:.0f}/s, p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms, codes {result['codes']}, timeouts {result['timeouts']}")
+        report.add(f"ingest.half_load.{backend}.throughput", result["rps"], "req/s", note=f"offered {half:.0f}/s")
+        report.add(f"ingest.half_load.{backend}.p50", result["p50_ms"], "ms")
+        report.add(f"ingest.half_load.{backend}.p99", result["p99_ms"], "ms", "<=", 50)
+
+    backend = backends[0]
+    soak = soak_run(port, load, cfg, workdir, urls[backend], half, log)
+    runs["soak"] = [soak]
+    report.add(f"ingest.soak.{backend}.duration", soak["seconds"], "s", note=f"at {half:.0f} req/s offered")
+    report.add(f"ingest.soak.{backend}.throughput", soak["rps"], "req/s")
+    report.add(f"ingest.soak.{backend}.p99", soak["p99_ms"], "ms", "<=", 50)
+    report.add(f"ingest.soak.{backend}.rss_start", soak["rss_start"], "MiB")
+    report.add(f"ingest.soak.{backend}.rss_after_warmup", soak["rss_base"], "MiB",
+               note=f"at {soak['base_at']:.0f} s, after the duplicate window filled")
+    report.add(f"ingest.soak.{backend}.rss_end", soak["rss_end"], "MiB")
+    report.add(f"ingest.soak.{backend}.rss_growth", soak["rss_growth_pct"], "%", "<=", 5.0,
+               note="RSS end vs after warm-up ('flat')")
+
+    for backend in backends:
+        two = two_gateways(port, load, cfg, workdir, urls[backend], log)
+        runs[f"two/{backend}"] = [two]
+        single = _median(runs[f"gateway/{backend}"], "rps")
+        report.add(f"ingest.two_gateways.{backend}.throughput", two["rps"], "req/s",
+                   note=f"codes {two['codes']}, timeouts {two['timeouts']}")
+        report.add(f"ingest.two_gateways.{backend}.p99", two["p99_ms"], "ms")
+        report.add(f"ingest.two_gateways.{backend}/one", two["rps"] / single if single else None, "")
+        report.add(f"ingest.two_gateways.{backend}/bare", two["rps"] / bare_rps, "")
+
+    for backend in backends:
+        # Every 2.04 is a committed reading: stored ≥ answered (a request whose answer was lost
+        # or came after the timeout may be stored too).
+        stored, answered = stored_readings(urls[backend]), load.ok.get(urls[backend], 0)
+        report.add(f"ingest.{backend}.answered_2.04_not_stored", max(0, answered - stored), "req", "<=", 0,
+                   note=f"{answered:,} answered 2.04, {stored:,} readings stored")
+    return runs
+
+
+def soak_run(port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str, rate: float, log) -> dict:
+    """The gateway at `rate` for soak_seconds; its RSS sampled every soak_sample seconds."""
+    server = Server("gateway", port, workdir / "gateway-soak.log", url)
+    samples = []
+    try:
+        t0, cpu0, rss0 = server.sample()
+        proc = load.start([port], cfg.soak_seconds, cfg.window, rate)
+        next_sample = time.perf_counter()
+        while proc.poll() is None:
+            now = time.perf_counter()
+            if now >= next_sample:
+                samples.append((now - t0, proc_rss_mib(server.pid)))
+                if len(samples) % max(1, int(60 / cfg.soak_sample)) == 0:
+                    log(f"  soak: {now - t0:.0f} s, RSS {samples[-1][1]:.1f} MiB")
+                next_sample += cfg.soak_sample
+            time.sleep(min(0.2, cfg.soak_sample))
+        result = load.count(url, load.finish(proc, cfg.soak_seconds))
+        t1, cpu1, rss1 = server.sample()
+    finally:
+        server.stop()
+    # Baseline once aiocoap's duplicate cache (67 s in the gateway) is full: a fifth of the run.
+    base_at = cfg.soak_seconds / 5
+    base = next((rss for t, rss in samples if t >= base_at), samples[0][1] if samples else rss0)
+    result.update(rss_start=rss0, rss_base=base, base_at=base_at, rss_end=rss1,
+                  rss_growth_pct=(rss1 - base) / base * 100, samples=samples, cpu_cores=(cpu1 - cpu0) / (t1 - t0))
+    log(f"  soak: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, RSS {rss0:.1f} → {base:.1f} (at {base_at:.0f} s) "
+        f"→ {rss1:.1f} MiB")
+    return result
+
+
+def two_gateways(port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str, log) -> dict:
+    """Two gateway processes on one database, the load split over both."""
+    port2 = free_udp_port()
+    servers = [Server("gateway", port, workdir / "gateway-two-a.log", url),
+               Server("gateway", port2, workdir / "gateway-two-b.log", url)]
+    try:
+        if cfg.warmup_seconds:
+            load.run([port, port2], cfg.warmup_seconds, cfg.window, url=url)
+        starts = [s.sample() for s in servers]
+        result = load.run([port, port2], cfg.two_seconds, cfg.window, url=url)
+        ends = [s.sample() for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+    result["cpu_cores"] = sum((e[1] - s[1]) / (e[0] - s[0]) for s, e in zip(starts, ends))
+    log(f"  two gateways ({url.split(':')[0]}): {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, "
+        f"CPU {result['cpu_cores']:.2f} cores, codes {result['codes']}, timeouts {result['timeouts']}")
+    return result

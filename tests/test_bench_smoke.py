@@ -1,0 +1,46 @@
+"""The benchmarks' smoke run (`python -m bench --smoke`): every benchmark at tiny sizes, so that
+bench/ does not rot. It asserts that every figure is printed, never what the timings are."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PER_BACKEND = [
+    "ingest.gateway.{b}.throughput", "ingest.gateway.{b}.p50", "ingest.gateway.{b}.p99",
+    "ingest.gateway.{b}.server_cpu", "ingest.gateway.{b}.cpu_per_request",
+    "ingest.gateway.{b}.rss_start", "ingest.gateway.{b}.rss_end",
+    "ingest.ratio.gateway_{b}/bare",
+    "ingest.half_load.{b}.throughput", "ingest.half_load.{b}.p50", "ingest.half_load.{b}.p99",
+    "ingest.two_gateways.{b}.throughput", "ingest.two_gateways.{b}.p99", "ingest.two_gateways.{b}/one",
+    "ingest.two_gateways.{b}/bare", "ingest.{b}.answered_2.04_not_stored",
+    "current.{b}.median", "current.{b}.10x_history.median", "current.{b}.10x_history/base",
+    "reports.{b}.one_lot_year_csv", "reports.{b}.all_lots_month_csv",
+    "rollup.{b}.hour_3", "rollup.{b}.hour_24", "rollup.{b}.hour_24/hour_3",
+    "datasets.{b}.consistency_differences",
+]
+ONCE = [
+    "ingest.bare.throughput", "ingest.bare.p50", "ingest.bare.p99", "ingest.bare.server_cpu",
+    "ingest.bare.rss_start", "ingest.bare.rss_end", "ingest.bare-tuned.throughput", "ingest.ratio.bare_tuned/bare",
+    "ingest.soak.sqlite.p99", "ingest.soak.sqlite.rss_start", "ingest.soak.sqlite.rss_end",
+    "ingest.soak.sqlite.rss_growth",
+]
+LINE = re.compile(r"^(\S+)\s+(-?[\d,.]+|-|nan)\s.*\b(PASS|MISS|info|n/a)\b")
+
+
+def test_smoke_run_prints_every_figure():
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    backends = ["sqlite"] + (["postgresql"] if re.search(r"databases: .*postgresql", out) else [])
+    table = out[out.index("\nfigure "):]  # the final table, after the lines printed as measured
+    printed = {m.group(1) for m in map(LINE.match, table.splitlines()) if m}
+    expected = ONCE + [name.format(b=b) for b in backends for name in PER_BACKEND]
+    missing = [name for name in expected if name not in printed]
+    assert not missing, f"figures not printed: {missing}\n{table}"
+    for line in table.splitlines():
+        if LINE.match(line) and (" <= " in line or " >= " in line):  # a figure with a target has a verdict
+            assert re.search(r"\b(PASS|MISS)\b", line), line
+    assert re.search(r"\d+ PASS, \d+ MISS", table)

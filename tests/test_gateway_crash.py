@@ -1,0 +1,128 @@
+"""A gateway killed with SIGKILL under load loses no reading it acknowledged (contract §3: 2.04
+means committed), and a restarted one carries on: the real gateway as its own process."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiocoap
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from sqlalchemy import select
+
+from parking.extensions import db
+from parking.models import Reading as Row
+
+ROOT = Path(__file__).resolve().parent.parent
+BAYS = [f"PRW-00{i}" for i in range(1, 5)] + [f"GAR-00{i}" for i in range(1, 7)] + ["STR-001", "STR-002"]
+SENDERS = 8  # client contexts, i.e. source ports: aiocoap sends one CON at a time per peer
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(url: str, port: int, log: Path) -> subprocess.Popen:
+    """`python -m gateway.server` on the test's database; returns once it logged that it listens."""
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    started_before = log.read_text().count("CoAP gateway on") if log.exists() else 0
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.server", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.read_text().count("CoAP gateway on") > started_before:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"gateway did not start:\n{log.read_text()[-3000:]}")
+
+
+async def load(port: int, proc: subprocess.Popen, kill_after: float) -> tuple[list[tuple], int]:
+    """Distinct confirmable POSTs from several senders; SIGKILL the gateway mid-load.
+
+    Returns the readings answered 2.04, as (bay, ts, occupied), and how many were sent.
+    """
+    acknowledged: list[tuple] = []
+    sent = 0
+    base = time.time() - 3600
+    contexts = [await aiocoap.Context.create_client_context() for _ in range(SENDERS)]
+
+    async def sender(index: int, context: aiocoap.Context) -> None:
+        nonlocal sent
+        n = 0
+        while True:
+            serial = n * SENDERS + index
+            reading = {"bay": BAYS[serial % len(BAYS)], "occupied": serial % 3 == 0, "ts": base + serial, "seq": serial}
+            n += 1
+            sent += 1
+            request = Message(code=Code.POST, uri=f"coap://127.0.0.1:{port}/occupancy",
+                              payload=json.dumps(reading).encode(), content_format=50)
+            try:
+                response = await context.request(request).response
+            except aiocoap.error.Error:
+                continue  # the gateway is gone: nothing was acknowledged
+            if response.code == Code.CHANGED:
+                acknowledged.append((reading["bay"], reading["ts"], reading["occupied"]))
+
+    tasks = [asyncio.create_task(sender(i, c)) for i, c in enumerate(contexts)]
+    await asyncio.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.sleep(0.3)  # answers in flight at the kill still arrive, or never do
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for context in contexts:
+        await context.shutdown()
+    return acknowledged, sent
+
+
+async def one_post(port: int, reading: dict) -> Message:
+    """A single POST from its own client context."""
+    context = await aiocoap.Context.create_client_context()
+    try:
+        request = Message(code=Code.POST, uri=f"coap://127.0.0.1:{port}/occupancy",
+                          payload=json.dumps(reading).encode(), content_format=50)
+        return await context.request(request).response
+    finally:
+        await context.shutdown()
+
+
+def test_sigkill_under_load_loses_no_acknowledged_reading(city, tmp_path):
+    url = city.config["SQLALCHEMY_DATABASE_URI"]
+    port = free_udp_port()
+    log = tmp_path / "gateway.log"
+    proc = start(url, port, log)
+    try:
+        acknowledged, sent = asyncio.run(load(port, proc, kill_after=1.5))
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    assert len(acknowledged) >= 20, f"too little load to mean anything ({len(acknowledged)} of {sent})"
+
+    db.session.rollback()
+    rows = {(b, ts, occ) for b, ts, occ in db.session.execute(select(Row.bay_id, Row.ts, Row.occupied))}
+    missing = [r for r in acknowledged if r not in rows]
+    assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged readings lost"
+
+    # Restarted on the same port it carries on, and stops cleanly on SIGTERM.
+    proc = start(url, port, log)
+    try:
+        after = asyncio.run(one_post(port, {"bay": "STR-001", "occupied": True, "ts": time.time() - 1}))
+        assert after.code == Code.CHANGED
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    assert "Traceback" not in log.read_text()
