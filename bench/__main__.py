@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         if "reports" in args.only:
             cfg = reports.SMOKE if args.smoke else reports.FULL
             log(f"# reports: hourly CSV; {datasets.describe(cfg.city)}")
-            reports.run(report, backends, cfg, log, use_cache)
+            small = rollup.SMOKE.history if args.smoke else rollup.FULL.history
+            log(f"  and for scale the rollup benchmark's city: {datasets.describe(small)}")
+            reports.run(report, backends, cfg, log, use_cache, small_city=small)
         if "rollup" in args.only:
             cfg = rollup.SMOKE if args.smoke else rollup.FULL
             log(f"# rollup: one new hour; history {datasets.describe(cfg.history)}")

@@ -1,8 +1,9 @@
 """The ceiling of the CoAP library: a bare aiocoap server whose POST /occupancy answers 2.04 at once.
 
-Same transport as the gateway (aiocoap's udp6), no database, no decoding. `--tuned` applies the
-gateway's own transport settings (`gateway.server._tune_udp`: larger receive buffer and read size,
-the shorter duplicate-detection window), to show what those settings are worth on their own.
+Same transport as the gateway (aiocoap's udp6), no database, no decoding. `--tuned` sets the
+transport up as the gateway does (`gateway.server`: its message manager with the shorter
+duplicate-detection window, larger receive buffer and read size), to show what those settings
+are worth on their own.
 
     python -m bench.bare_server --port 5683 [--tuned]
 
@@ -28,16 +29,30 @@ class Changed(resource.Resource):
         return aiocoap.Message(code=Code.CHANGED)
 
 
+async def tuned_context(site, host: str, port: int):
+    """A server context set up exactly as the gateway sets up its own (whichever API it has)."""
+    import gateway.server as gs
+
+    if hasattr(gs, "_server_context"):  # SensorMessageManager + _tune_transport
+        context, manager = await gs._server_context(site, host, port, gs.DEDUP_WINDOW)
+        gs._tune_transport(manager)
+        return context
+    context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"],
+                                                          loggername="parking.gateway.aiocoap")
+    gs._tune_udp(context, None)
+    return context
+
+
 async def serve(host: str, port: int, tuned: bool) -> None:
     site = resource.Site()
     site.add_resource(["occupancy"], Changed())
     logging.getLogger("bench.bare.aiocoap").setLevel(logging.WARNING)
-    context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"],
-                                                          loggername="bench.bare.aiocoap")
+    logging.getLogger("parking.gateway.aiocoap").setLevel(logging.WARNING)
     if tuned:
-        from gateway.server import _tune_udp
-
-        _tune_udp(context, None)
+        context = await tuned_context(site, host, port)
+    else:
+        context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"],
+                                                              loggername="bench.bare.aiocoap")
     print(f"bare CoAP server on coap://{host}:{port} (tuned={tuned})", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -261,8 +261,13 @@ class SqliteWriter:
         self.conn.execute("PRAGMA journal_mode=DELETE")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("PRAGMA cache_size=-262144")
-        # The unique (bay_id, ts, occupied) index is part of the table; the other one is rebuilt.
-        self.conn.execute("DROP INDEX IF EXISTS ix_readings_bay_seq")
+        # Secondary indexes the schema has on readings are rebuilt after the load (a UNIQUE table
+        # constraint is an automatic index that cannot be dropped: rows go in in its key order).
+        self.indexes = [sql for (sql,) in self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' AND sql IS NOT NULL")]
+        for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings' AND sql IS NOT NULL").fetchall():
+            self.conn.execute(f'DROP INDEX "{name}"')
         self.conn.execute("BEGIN")
 
     def readings(self, rows: list[tuple]) -> None:
@@ -283,7 +288,8 @@ class SqliteWriter:
             rows)
 
     def finish(self) -> None:
-        self.conn.execute("CREATE INDEX ix_readings_bay_seq ON readings (bay_id, seq)")
+        for sql in self.indexes:
+            self.conn.execute(sql)
         self.conn.execute("COMMIT")
         self.conn.execute("ANALYZE")
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -298,8 +304,17 @@ class PostgresWriter:
 
         self.conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
         self.conn.execute("SET synchronous_commit = off")
-        self.conn.execute("ALTER TABLE readings DROP CONSTRAINT uq_readings_bay_ts_state")
-        self.conn.execute("DROP INDEX ix_readings_bay_seq")
+        # Every index of readings but its primary key is rebuilt after the load, as the schema has it.
+        self.constraints = self.conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'readings'::regclass AND contype = 'u'").fetchall()
+        for name, _ in self.constraints:
+            self.conn.execute(f'ALTER TABLE readings DROP CONSTRAINT "{name}"')
+        self.indexes = self.conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'"
+            " AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'readings'::regclass)").fetchall()
+        for name, _ in self.indexes:
+            self.conn.execute(f'DROP INDEX "{name}"')
 
     @staticmethod
     def _text(value) -> str:
@@ -335,8 +350,10 @@ class PostgresWriter:
 
     def finish(self) -> None:
         self.conn.execute("SET maintenance_work_mem = '512MB'")
-        self.conn.execute("ALTER TABLE readings ADD CONSTRAINT uq_readings_bay_ts_state UNIQUE (bay_id, ts, occupied)")
-        self.conn.execute("CREATE INDEX ix_readings_bay_seq ON readings (bay_id, seq)")
+        for name, definition in self.constraints:
+            self.conn.execute(f'ALTER TABLE readings ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in self.indexes:
+            self.conn.execute(definition)
         self.conn.commit()
         self.conn.autocommit = True
         # What autovacuum would have done in a live system: statistics and the visibility map.
@@ -467,7 +484,38 @@ def cached(backend: str, key: str) -> dict | None:
         return None
     if backend == "postgresql" and not pg_exists(pg_name(key)):
         return None
+    align_indexes(backend, key)
     return meta
+
+
+def align_indexes(backend: str, key: str) -> list[str]:
+    """Drop indexes of `readings` that the current models no longer declare (a data set cached
+    under an older schema); returns their names. Missing ones are not added: regenerate for that."""
+    from parking.models import Reading as Row
+    from sqlalchemy import UniqueConstraint
+
+    wanted = {ix.name for ix in Row.__table__.indexes}
+    wanted |= {c.name for c in Row.__table__.constraints if isinstance(c, UniqueConstraint)}
+    if backend == "sqlite":
+        conn = sqlite3.connect(sqlite_path(key))
+        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                            " AND tbl_name = 'readings' AND sql IS NOT NULL")]
+        stray = [n for n in names if n not in wanted]
+        for name in stray:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.commit()
+        conn.close()
+        return stray
+    import psycopg
+
+    with psycopg.connect(pg_url(pg_name(key)).replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        names = [n for (n,) in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'readings' AND indexname NOT IN"
+            " (SELECT conname FROM pg_constraint WHERE conrelid = 'readings'::regclass)")]
+        stray = [n for n in names if n not in wanted]
+        for name in stray:
+            conn.execute(f'DROP INDEX "{name}"')
+    return stray
 
 
 def ensure(spec: CitySpec, backend: str, end: float | None = None, quiet: bool = False,

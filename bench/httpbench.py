@@ -11,6 +11,11 @@ import time
 
 def timed_get(client, url: str) -> float:
     """Seconds for one GET including reading the whole (possibly streamed) body; must be 200."""
+    return timed_get_body(client, url)[0]
+
+
+def timed_get_body(client, url: str) -> tuple[float, bytes]:
+    """(seconds, body) of one GET, the whole (possibly streamed) body read; must be 200."""
     started = time.perf_counter()
     response = client.get(url)
     body = response.get_data()
@@ -18,7 +23,7 @@ def timed_get(client, url: str) -> float:
     if response.status_code != 200:
         raise RuntimeError(f"GET {url}: {response.status_code} {body[:300]!r}")
     response.close()
-    return elapsed
+    return elapsed, body
 
 
 def median_ms(samples: list[float]) -> float:

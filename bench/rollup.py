@@ -71,6 +71,14 @@ def _timed_hours(url: str, end: float, cfg: RollupConfig, log) -> list[dict]:
     return results
 
 
+def history_meta(spec: CitySpec, backend: str, use_cache: bool = True) -> dict:
+    """The cached long-history data set (made when missing, ending six hours ago)."""
+    cached_meta = datasets.cached(backend, spec.key()) if use_cache else None
+    if cached_meta is not None:
+        return cached_meta
+    return datasets.ensure(spec, backend, end=(int(time.time()) // 3600 - 6) * 3600.0, use_cache=False)
+
+
 def run(report: Report, backends: list[str], cfg: RollupConfig, log=print, use_cache: bool = True) -> None:
     late_spec = cfg.history
     early_spec = replace(cfg.history, hours=cfg.early)
@@ -83,9 +91,7 @@ def run(report: Report, backends: list[str], cfg: RollupConfig, log=print, use_c
                 meta = datasets.ensure(spec, backend, end=end, use_cache=False, quiet=True)
                 url, scratch = datasets.url_for(backend, meta["key"]), meta["key"]
             else:
-                cached_meta = datasets.cached(backend, spec.key()) if use_cache else None
-                end = cached_meta["end"] if cached_meta else (int(time.time()) // 3600 - 6) * 3600.0
-                meta = datasets.ensure(spec, backend, end=end, use_cache=use_cache)
+                meta = history_meta(spec, backend, use_cache)
                 scratch = meta["key"] + "-scratch"
                 url = datasets.clone(backend, meta["key"], scratch)
             log(f"  {backend} rollup at hour {spec.hours:,}: {meta['readings']:,} readings of history")

@@ -5,7 +5,8 @@ This module owns:
 - the writer: a thread with its own database connection that stores readings through
   `parking.ingest` in small groups, one commit each; the event loop never waits on the database,
   it awaits a future the writer settles after the commit that holds the request's readings;
-- the size limits, and the three aiocoap defaults a busy gateway must not keep (`_tune_udp`);
+- the size limits, and the three aiocoap defaults a busy gateway must not keep
+  (`SensorMessageManager`, `_tune_transport`);
 - starting and stopping: `Gateway`, `run_in_thread`, and the `parking-gateway` console script.
 
 Payload decoding lives in `gateway.payloads`, storage rules in `parking.ingest`.
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import json
 import logging
 import queue
@@ -25,13 +27,16 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import aiocoap
 import cbor2
 from aiocoap import error, resource
 from aiocoap.blockwise import Block1Spool
 from aiocoap.messagemanager import MessageManager
+from aiocoap.tokenmanager import TokenManager
+from aiocoap.transports.udp6 import MessageInterfaceUDP6
 from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
 from aiocoap.util.linkformat import Link, LinkFormat
@@ -82,28 +87,17 @@ SUMMARY_INTERVAL = 60.0  # one INFO line per interval instead of one per reading
 
 
 class SensorTuning(TransportTuning):
-    """RFC 7252 timing for requests from our sensors: aiocoap's defaults except MAX_LATENCY.
+    """RFC 7252 timing for our sensors: aiocoap's defaults except MAX_LATENCY (see SensorMessageManager).
 
-    aiocoap remembers every incoming message for EXCHANGE_LIFETIME to recognise retransmissions.
-    With RFC 7252's internet-wide MAX_LATENCY of 100 s that is 247 s, about 2.7 KB per request
-    (the answer and the request it references): memory and garbage-collection pauses grow with
-    the load. A city's sensor network delivers a datagram within seconds, so MAX_LATENCY = 10 s;
-    the RFC formula then gives 45 s (MAX_TRANSMIT_SPAN: the sender's last retransmission) + 2 ×
-    10 s + 2 s = 67 s. A retransmission is still recognised for as long as a sensor can send one;
-    one delayed beyond that is stored once anyway, by parking.ingest's seq / ts de-duplication.
+    EXCHANGE_LIFETIME, how long a message must be remembered to recognise its retransmissions,
+    is 247 s with RFC 7252's internet-wide MAX_LATENCY of 100 s. A city's sensor network delivers
+    a datagram within seconds, so MAX_LATENCY = 10 s; the RFC formula then gives 45 s
+    (MAX_TRANSMIT_SPAN: a sender's last retransmission) + 2 × 10 s + 2 s = 67 s. A retransmission
+    is still recognised for as long as a sensor can send one; one delayed beyond that is stored
+    once anyway, by parking.ingest's seq / ts de-duplication.
     """
 
     MAX_LATENCY = 10.0
-
-    def __init__(self, exchange_lifetime: float | None = None):
-        self._exchange_lifetime = exchange_lifetime
-
-    @property
-    def EXCHANGE_LIFETIME(self) -> float:  # noqa: N802 - aiocoap's name
-        """The duplicate-detection window: the RFC formula, or a fixed value (tests)."""
-        if self._exchange_lifetime is not None:
-            return self._exchange_lifetime
-        return self.MAX_TRANSMIT_SPAN + self.MAX_RTT
 
 
 DEDUP_WINDOW = SensorTuning().EXCHANGE_LIFETIME  # 67 s
@@ -593,53 +587,90 @@ def build_site(occupancy: OccupancyResource, lots: LotResource) -> resource.Site
 
 
 # --- The aiocoap traps --------------------------------------------------------------------------
-@dataclass
-class UdpEndpoint:
-    """What `_tune_udp` set up: the message manager (for its duplicate cache) and the socket."""
+DEDUP_SWEEP = 1.0  # seconds between sweeps of expired duplicate-detection entries
 
-    manager: MessageManager
-    receive_buffer: int
-    address: tuple = field(default_factory=tuple)
+
+class SensorMessageManager(MessageManager):
+    """aiocoap's CoAP-over-UDP message layer, with a duplicate cache that stays small.
+
+    aiocoap remembers every request for EXCHANGE_LIFETIME (247 s) with its answer, the request
+    that answer references, and a timer of its own: about 2.7 KB and 20 objects for the garbage
+    collector per request, so memory and collection pauses grow with the load. Here the window
+    is SensorTuning's (67 s), the remembered answer drops its request, and entries expire in
+    arrival order from one queue swept every second instead of one timer each. Duplicates are
+    recognised exactly as before within the window: same peer and message ID, same answer resent.
+    """
+
+    def __init__(self, token_manager: TokenManager, window: float):
+        super().__init__(token_manager)
+        self.window = window
+        self._arrivals: deque[tuple[float, tuple]] = deque()
+        self._sweep_every = min(DEDUP_SWEEP, window / 2)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _deduplicate_message(self, message):
+        """True for a duplicate (answered from the cache by aiocoap); remembers a new message."""
+        key = (message.remote, message.mid)
+        if key in self._recent_messages:
+            return super()._deduplicate_message(message)
+        self._recent_messages[key] = None
+        self._arrivals.append((self.loop.time() + self.window, key))
+        return False
+
+    def _store_response_for_duplicates(self, message):
+        """Remember an answer for resending, without the request it answered."""
+        if (message.remote, message.mid) in self._recent_messages:
+            message.request = None
+        super()._store_response_for_duplicates(message)
+
+    def _sweep(self) -> None:
+        """Forget the messages older than the window."""
+        now, arrivals = self.loop.time(), self._arrivals
+        while arrivals and arrivals[0][0] <= now:
+            self._recent_messages.pop(arrivals.popleft()[1], None)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    async def shutdown(self):
+        """Stop sweeping, then shut down as aiocoap does."""
+        self._sweeper.cancel()
+        await super().shutdown()
 
     @property
     def dedup_entries(self) -> int:
-        """Exchanges aiocoap currently remembers for duplicate detection."""
-        return len(self.manager._recent_messages)
+        """Messages currently remembered for duplicate detection."""
+        return len(self._recent_messages)
 
 
-def _tune_udp(context: aiocoap.Context, dedup_window: float | None) -> UdpEndpoint:
-    """Replace three aiocoap defaults that hurt a busy gateway; the one place that does so.
+async def _server_context(site, host: str, port: int, window: float) -> tuple[aiocoap.Context, SensorMessageManager]:
+    """A server context on UDP: the udp6 branch of aiocoap's create_server_context, with our manager."""
+    context = aiocoap.Context(loop=asyncio.get_running_loop(), serversite=site, loggername="parking.gateway.aiocoap")
+    tokens = TokenManager(context)
+    manager = SensorMessageManager(tokens, window)
+    try:
+        manager.message_interface = await MessageInterfaceUDP6.create_server_transport_endpoint(
+            manager, log=context.log, loop=context.loop, bind=(host, port), multicast=[]
+        )
+    except BaseException:
+        manager._sweeper.cancel()
+        raise
+    tokens.token_interface = manager
+    context.request_interfaces.append(tokens)
+    return context, manager
 
-    1. The socket's receive buffer is raised to RECEIVE_BUFFER, so bursts are not dropped.
-    2. The transport reads READ_SIZE bytes per datagram instead of 4,096, so no request is cut
-       short silently; an oversize one is then answered 4.13 by OccupancyResource.
-    3. Incoming messages get SensorTuning, so duplicate detection remembers them for 67 s, not
-       247 s; this is aiocoap's supported knob (TransportTuning.EXCHANGE_LIFETIME, read per message).
 
-    It reaches into aiocoap 0.4 internals (the udp6 message manager and its transport);
-    tests/test_gateway.py checks each effect, so an aiocoap upgrade that moves them fails loudly.
+def _tune_transport(manager: SensorMessageManager) -> tuple[int, tuple]:
+    """Raise the receive buffer and the read size of the socket; returns (buffer granted, address).
+
+    The socket receive buffer is raised to RECEIVE_BUFFER, so bursts are not dropped, and the
+    transport reads READ_SIZE bytes per datagram instead of 4,096, so no request is cut short
+    silently (an oversize one is then answered 4.13 by OccupancyResource). Attributes of
+    aiocoap 0.4's udp6 transport; tests/test_gateway.py checks both effects.
     """
-    managers = [
-        ri.token_interface for ri in context.request_interfaces
-        if isinstance(getattr(ri, "token_interface", None), MessageManager)
-    ]  # fmt: skip
-    if len(managers) != 1:
-        raise RuntimeError("expected exactly one aiocoap udp6 message manager")
-    manager = managers[0]
     transport = manager.message_interface.transport
     sock = transport.get_extra_info("socket")
-    effective = _raise_receive_buffer(sock)
+    granted = _raise_receive_buffer(sock)
     transport.max_size = READ_SIZE
-    tuning = SensorTuning(dedup_window)
-    dispatch = manager.dispatch_message
-
-    def dispatch_message(message, _dispatch=dispatch, _tuning=tuning):
-        message.transport_tuning = _tuning
-        _dispatch(message)
-
-    # The udp6 transport calls `manager.dispatch_message` per datagram: the instance attribute wins.
-    manager.dispatch_message = dispatch_message
-    return UdpEndpoint(manager, effective, sock.getsockname())
+    return granted, sock.getsockname()
 
 
 def _raise_receive_buffer(sock: socket.socket) -> int:
@@ -648,22 +679,22 @@ def _raise_receive_buffer(sock: socket.socket) -> int:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     except OSError as exc:
         log.warning("could not raise the socket receive buffer: %s", exc)
-    effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if effective < RECEIVE_BUFFER:
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < RECEIVE_BUFFER:
         # Linux caps SO_RCVBUF at net.core.rmem_max; SO_RCVBUFFORCE may pass it with CAP_NET_ADMIN.
         force = getattr(socket, "SO_RCVBUFFORCE", None)
         if force is not None:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
-                effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             except OSError:
                 pass
-    if effective < RECEIVE_BUFFER:
+    if granted < RECEIVE_BUFFER:
         log.warning(
             "socket receive buffer is %d KiB, asked for %d KiB: bursts may be dropped; raise it "
-            "with `sysctl -w net.core.rmem_max=%d`", effective // 1024, RECEIVE_BUFFER // 1024, RECEIVE_BUFFER,
+            "with `sysctl -w net.core.rmem_max=%d`", granted // 1024, RECEIVE_BUFFER // 1024, RECEIVE_BUFFER,
         )
-    return effective
+    return granted
 
 
 # --- The gateway --------------------------------------------------------------------------------
@@ -673,7 +704,7 @@ ANSWER_CODES = ("2.04", "2.31", "4.00", "4.04", "4.08", "4.13", "4.15", "5.00", 
 class Gateway:
     """The CoAP server with its writer; `start` binds the socket, `shutdown` stops everything cleanly."""
 
-    def __init__(self, app: Flask, *, lock_timeout: float = LOCK_TIMEOUT, dedup_window: float | None = None,
+    def __init__(self, app: Flask, *, lock_timeout: float = LOCK_TIMEOUT, dedup_window: float = DEDUP_WINDOW,
                  observe_check: float = OBSERVE_CHECK, queue_limit: int = QUEUE_LIMIT,
                  group_limit: int = GROUP_LIMIT, summary_interval: float = SUMMARY_INTERVAL,
                  verbose: bool = False):
@@ -687,7 +718,9 @@ class Gateway:
         # Pre-filled so that other threads can copy it while the loop counts (no resizing).
         self.answers = dict.fromkeys(ANSWER_CODES, 0)
         self.context: aiocoap.Context | None = None
-        self.endpoint: UdpEndpoint | None = None
+        self.manager: SensorMessageManager | None = None
+        self.receive_buffer = 0
+        self.address: tuple = ()
         self.writer: Writer | None = None
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
@@ -706,10 +739,8 @@ class Gateway:
         site = build_site(OccupancyResource(self), self.lots)
         self.writer.start()
         try:
-            self.context = await aiocoap.Context.create_server_context(
-                site, bind=(host, port), loggername="parking.gateway.aiocoap", transports=["udp6"]
-            )
-            self.endpoint = _tune_udp(self.context, self.dedup_window)
+            self.context, self.manager = await _server_context(site, host, port, self.dedup_window)
+            self.receive_buffer, self.address = _tune_transport(self.manager)
         except BaseException:
             await self._stop_threads()
             raise
@@ -718,16 +749,15 @@ class Gateway:
             asyncio.create_task(self._summaries(), name="gateway: summary"),
         ]
         self.app.extensions.setdefault("parking_parts", {})["gateway"] = self.health
-        window = self.dedup_window if self.dedup_window is not None else DEDUP_WINDOW
         log.info(
             "CoAP gateway on coap://%s:%d (receive buffer %d KiB, duplicate window %.0f s, limit %d bytes)",
-            host, self.endpoint.address[1], self.endpoint.receive_buffer // 1024, window, MAX_PAYLOAD,
+            host, self.port, self.receive_buffer // 1024, self.dedup_window, MAX_PAYLOAD,
         )
 
     @property
     def port(self) -> int:
         """The bound UDP port (useful after binding port 0)."""
-        return self.endpoint.address[1]
+        return self.address[1]
 
     async def shutdown(self) -> None:
         """Answer what is queued, then close the socket and the threads."""
@@ -764,8 +794,8 @@ class Gateway:
             "status": "ok" if self.writer.available else "storage_unavailable",
             "queue": self.writer.queue.qsize(),
             "answered": dict(self.answers),
-            "dedup_entries": self.endpoint.dedup_entries if self.endpoint else 0,
-            "receive_buffer": self.endpoint.receive_buffer if self.endpoint else None,
+            "dedup_entries": self.manager.dedup_entries if self.manager else 0,
+            "receive_buffer": self.receive_buffer,
         }
 
     async def read_states(self, lot_ids) -> tuple[float, dict[str, LotState]]:
@@ -869,6 +899,11 @@ class GatewayThread:
         try:
             self.loop.run_forever()
         finally:
+            # Handlers of datagrams that arrived during shutdown: end them rather than leak them.
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
@@ -917,6 +952,9 @@ async def start_with_options(argv: list[str] | None = None, app: Flask | None = 
 async def _serve(argv: list[str] | None) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly."""
     gateway = await start_with_options(argv)
+    # What is loaded by now (Flask, SQLAlchemy, aiocoap) lives as long as the process: leaving it
+    # out of garbage collection keeps each full collection, and the pause it causes, short.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -86,6 +86,8 @@ def banner(app: Flask, simulate: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM, then stop the parts in reverse order."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # APScheduler logs every run at INFO; our rollup job logs what it did itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     args = parse_args(argv)
     from gateway.server import run_in_thread
 

@@ -1,5 +1,4 @@
 import logging
-from logging.config import fileConfig
 
 from flask import current_app
 
@@ -10,8 +9,8 @@ from alembic import context
 config = context.config
 
 # Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# No fileConfig(): it would disable the application's loggers (the simulator's progress, the
+# gateway's summaries) whenever init-db runs inside a running process. The app configures logging.
 logger = logging.getLogger('alembic.env')
 
 
