@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="parking-run", description=__doc__.split("\n")[0])
     parser.add_argument("--simulate", action="store_true", help="also run the sensor simulator")
-    parser.add_argument("--backfill-days", type=int, default=28, help="simulated history first (with --simulate)")
+    parser.add_argument("--backfill-days", type=float, default=28, help="days of simulated history first (with --simulate)")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated time speed-up")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-scheduler", action="store_true", help="when another process runs the rollup")
