@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -172,10 +173,9 @@ async def run_rate(port: int, bays: list[str], rate: int, seconds: float, socket
 
 def start_gateway(url: str, port: int, log_path: Path) -> subprocess.Popen:
     """The gateway as its own process, once its start line is logged (to a file: a pipe could fill)."""
-    env = {**os.environ, "GWDEBUG": "1", "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     with open(log_path, "w") as log:
-        cmd = [sys.executable, "-c", f"import sys; sys.setswitchinterval({os.environ.get('SWITCH', '0.005')}); from gateway.server import main; main(['--port', '{port}'])"]
-        proc = subprocess.Popen(cmd, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.server", "--port", str(port)], env=env,
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 20
     while time.time() < deadline and proc.poll() is None:
@@ -184,6 +184,14 @@ def start_gateway(url: str, port: int, log_path: Path) -> subprocess.Popen:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"gateway did not start: {log_path.read_text()[-2000:]}")
+
+
+def report_rss(proc: subprocess.Popen, every: float) -> None:
+    """Print the gateway's resident memory every `every` seconds while it runs."""
+    started = time.monotonic()
+    while proc.poll() is None:
+        time.sleep(every)
+        print(f"  t={time.monotonic() - started:5.0f} s  RSS {rss_kib(proc.pid) / 1024:6.1f} MiB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'rate/s':>7} {'sent':>7} {'answered':>8} {'ans/s':>7} {'piggy%':>6} {'≤0.1s%':>6} "
                   f"{'p50ms':>6} {'p95ms':>6} {'p99ms':>6} {'maxms':>6} {'RSS MiB':>7}  codes")
             serial = 0
+            if args.seconds >= 30:  # long runs: show that memory levels off (duplicate window 67 s)
+                threading.Thread(target=report_rss, args=(proc, 10.0), daemon=True).start()
             for rate in args.rates:
                 r = asyncio.run(run_rate(port, bays, rate, args.seconds, args.sockets, serial))
                 serial += r["sent"]
@@ -213,7 +223,6 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['within_window'] * 100:>6.1f} {r['p50']:>6.1f} {r['p95']:>6.1f} {r['p99']:>6.1f} "
                       f"{r['max']:>6.1f} {rss_kib(proc.pid) / 1024:>7.0f}  {r['codes']}", flush=True)
         finally:
-            import shutil; shutil.copy(Path(tmp) / "gateway.log", "/tmp/gw/gateway.log")
             proc.terminate()
             proc.wait(timeout=30)
             summary = [line for line in (Path(tmp) / "gateway.log").read_text().splitlines() if "WARNING" in line or "ERROR" in line]

@@ -246,7 +246,8 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
             result = measure(server_kind, port, load, cfg, workdir, urls.get(backend), label=f"{backend or kind}-{r}")
             runs[kind].append(result)
             log(f"  round {r + 1}/{cfg.rounds} {kind:<20} {result['rps']:>7.0f} req/s  p50 {result['p50_ms']} ms  "
-                f"p99 {result['p99_ms']} ms  CPU {result['cpu_cores']:.2f} cores  codes {result['codes']}  "
+                f"p99 {result['p99_ms']} ms  CPU {result['cpu_cores']:.2f} cores (load generator "
+                f"{result['client_cpu']:.2f})  separate answers {result['separate']}  codes {result['codes']}  "
                 f"timeouts {result['timeouts']}")
 
     bare_rps = _median(runs["bare"], "rps")
@@ -256,7 +257,8 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
         report.add(f"ingest.{name}.throughput", _median(rs, "rps"), "req/s", note=f"median of {len(rs)}, window {cfg.window}")
         report.add(f"ingest.{name}.p50", _median(rs, "p50_ms"), "ms")
         report.add(f"ingest.{name}.p99", _median(rs, "p99_ms"), "ms")
-        report.add(f"ingest.{name}.server_cpu", _median(rs, "cpu_cores"), "cores")
+        report.add(f"ingest.{name}.server_cpu", _median(rs, "cpu_cores"), "cores",
+                   note=f"load generator {_median(rs, 'client_cpu'):.2f} cores")
         report.add(f"ingest.{name}.cpu_per_request", _median(rs, "cpu_us_per_request"), "µs")
         report.add(f"ingest.{name}.rss_start", _median(rs, "rss_start"), "MiB")
         report.add(f"ingest.{name}.rss_end", _median(rs, "rss_end"), "MiB")

@@ -84,6 +84,7 @@ def run(ports: list[int], bays: list[str], count: int, seconds: float, window: i
     separate = empty_acks = resets = timeouts = send_errors = 0
     sent = 0
     perf = time.perf_counter
+    cpu_start = time.process_time()
     start = perf()
     send_until = start + seconds
     hard_stop = send_until + timeout + 2.0
@@ -169,7 +170,7 @@ def run(ports: list[int], bays: list[str], count: int, seconds: float, window: i
     return {
         "sent": sent, "answered": len(latencies), "ok": ok, "codes": codes, "timeouts": timeouts,
         "separate": separate, "empty_acks": empty_acks, "resets": resets, "send_errors": send_errors,
-        "seconds": round(busy, 3), "rps": ok / busy, "offered_rate": rate, "window": window, "sockets": nsock,
+        "seconds": round(busy, 3), "rps": ok / busy, "client_cpu": (time.process_time() - cpu_start) / busy, "offered_rate": rate, "window": window, "sockets": nsock,
         "p50_ms": ms(percentile(latencies, 0.50)), "p90_ms": ms(percentile(latencies, 0.90)),
         "p99_ms": ms(percentile(latencies, 0.99)), "max_ms": ms(latencies[-1] if latencies else None),
     }

@@ -35,10 +35,10 @@ import cbor2
 from aiocoap import error, resource
 from aiocoap.blockwise import Block1Spool
 from aiocoap.messagemanager import MessageManager
-from aiocoap.tokenmanager import TokenManager
-from aiocoap.transports.udp6 import MessageInterfaceUDP6
 from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
+from aiocoap.tokenmanager import TokenManager
+from aiocoap.transports.udp6 import MessageInterfaceUDP6
 from aiocoap.util.linkformat import Link, LinkFormat
 from flask import Flask
 from sqlalchemy import create_engine, event
@@ -213,16 +213,6 @@ class Writer:
         self.engine.dispose()
 
     def _run(self) -> None:
-        import os
-        if os.environ.get("GWPROF"):
-            import cProfile
-            pr = cProfile.Profile(); pr.enable()
-            try: self._run2()
-            finally:
-                pr.disable(); pr.dump_stats(os.environ["GWPROF"])
-        else: self._run2()
-
-    def _run2(self) -> None:
         """Take groups off the queue until told to stop."""
         with self.app.app_context(), Session(self.engine) as session:
             stopping = False
@@ -278,8 +268,6 @@ class Writer:
         else:
             self._set_available(True)
         elapsed = time.perf_counter() - started
-        import os
-        if os.environ.get("GWDEBUG"): print(f"group {len(group)} {elapsed*1000:.1f} ms q={self.queue.qsize()} lag={(time.time()-min(j.received_at for j in group))*1000:.0f}ms", file=sys.stderr, flush=True)
         self._count(group, result, elapsed)
         self._settle(group, outcomes)
         if result is not None and result.lots:
@@ -406,6 +394,7 @@ class OccupancyResource(resource.Resource):
 
     async def render_post(self, request):
         """Decode, hand to the writer, answer when committed."""
+        self.gateway.inflight += 1
         try:
             whole = self._assemble(request)
             received_at = time.time()
@@ -416,6 +405,8 @@ class OccupancyResource(resource.Resource):
         except error.ConstructionRenderableError as exc:
             self.gateway.count(exc.code)
             raise
+        finally:
+            self.gateway.inflight -= 1
         self.gateway.count(Code.CHANGED)
         response = aiocoap.Message(code=Code.CHANGED)
         response.opt.block1 = whole.opt.block1
@@ -454,8 +445,8 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
     def __init__(self, gateway: Gateway):
         super().__init__()
         self.gateway = gateway
-        self.known: list[str] = []  # lot ids for /.well-known/core, refreshed by the periodic check
-        self.observed: frozenset[str] = frozenset()  # read by other threads: replaced, never mutated
+        self.known: list[str] = []  # lot ids for /.well-known/core, as last read
+        self.observed: frozenset[str] = frozenset()  # the lots that have observers
         self._watches: dict[str, dict[object, _Watch]] = {}
         self._newest: dict[str, tuple[float, LotState]] = {}  # (read start, counts) per lot
 
@@ -715,6 +706,7 @@ class Gateway:
         self.summary_interval = summary_interval
         self.verbose = verbose
         self.closing = False
+        self.inflight = 0  # POST handlers between receipt and answer
         # Pre-filled so that other threads can copy it while the loop counts (no resizing).
         self.answers = dict.fromkeys(ANSWER_CODES, 0)
         self.context: aiocoap.Context | None = None
@@ -769,15 +761,16 @@ class Gateway:
             await asyncio.gather(self._refresher, return_exceptions=True)
         await asyncio.to_thread(self.writer.stop)
         # Let the handlers whose futures the writer settled last send their answers.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        deadline = time.monotonic() + 5
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.context is not None:
             await self.context.shutdown()
         await self._stop_threads()
         self.app.extensions.get("parking_parts", {}).pop("gateway", None)
 
     async def _stop_threads(self) -> None:
-        """Stop the writer and the readers (idempotent)."""
+        """Stop the writer (if `shutdown` has not already) and the readers."""
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
         if self._readers is not None:
