@@ -282,6 +282,17 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
         report.add(f"ingest.half_load.{backend}.throughput", result["rps"], "req/s", note=f"offered {half:.0f}/s")
         report.add(f"ingest.half_load.{backend}.p50", result["p50_ms"], "ms")
         report.add(f"ingest.half_load.{backend}.p99", result["p99_ms"], "ms", "<=", 50)
+        # Context: the same at half of what this gateway itself sustains (if that is less).
+        own = _median(runs[f"gateway/{backend}"], "rps") / 2
+        if own < half:
+            result = measure("gateway", port, load, cfg, workdir, urls[backend], rate=own, seconds=cfg.half_seconds,
+                             label=f"{backend}-half-own")
+            runs[f"half_own/{backend}"] = [result]
+            log(f"  half of its own maximum {backend}: offered {own:.0f}/s, answered {result['rps']:.0f}/s, "
+                f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, codes {result['codes']}")
+            report.add(f"ingest.half_own_max.{backend}.throughput", result["rps"], "req/s", note=f"offered {own:.0f}/s")
+            report.add(f"ingest.half_own_max.{backend}.p99", result["p99_ms"], "ms",
+                       note="latency at half the gateway's own maximum")
 
     backend = backends[0]
     soak = soak_run(port, load, cfg, workdir, urls[backend], half, log)

@@ -63,6 +63,8 @@ def measure_city(report: Report, backend: str, meta: dict, spec: CitySpec, cfg: 
     report.add(f"reports.{backend}.{label}all_lots_month_csv", seconds, "s", "<=", 2.0,
                note=f"{rows:,} rows, {spec.lots:,} lots")
     report.add(f"reports.{backend}.{label}all_lots_month_csv.per_row", seconds * 1e6 / max(rows, 1), "µs")
+    if seconds > 2.0 and not one_lot:  # the smaller city: profiling the 1,000-lot report would take minutes
+        log(f"  where the all-lots CSV spends its time ({backend}, {spec.lots} lots):\n" + profile_get(client, month, top=18))
     with app.app_context():
         from parking.extensions import db
 

@@ -184,9 +184,13 @@ def require_chromium() -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Debian Chromium for the whole session, driven by Playwright."""
+    """One headless Debian Chromium per test module, driven by Playwright.
+
+    Not per session: Playwright's sync API keeps an event loop running in the main thread while
+    it is started, and later tests that call asyncio.run() (the CoAP clients) would fail.
+    """
     from playwright.sync_api import sync_playwright
 
     require_chromium()
