@@ -103,9 +103,10 @@ def chosen_lots(ids: list[str]) -> list[Lot]:
     return lots_in_order(found[i] for i in dict.fromkeys(ids))
 
 
-def _bounds(args):
-    """Per-lot range functions: dates are each lot's own local midnight."""
-    return (lambda lot: parse_instant(args["start"], lot.timezone),
+def _selection(args):
+    """The chosen lots and per-lot range functions (dates are each lot's own local midnight)."""
+    return (chosen_lots(args["lot"]),
+            lambda lot: parse_instant(args["start"], lot.timezone),
             lambda lot: parse_instant(args["end"], lot.timezone))
 
 
@@ -137,8 +138,7 @@ class SummaryView(MethodView):
     @blp.response(200, SummarySchema)
     def get(self, args):
         """Mean and peak occupancy, busy hours, arrivals, dwell, turnover and coverage per lot."""
-        start_for, end_for = _bounds(args)
-        lots = chosen_lots(args["lot"])
+        lots, start_for, end_for = _selection(args)
         return {
             "from_": args["from"],
             "to": args["to"],
@@ -154,8 +154,7 @@ class PatternView(MethodView):
     @blp.response(200, PatternSchema)
     def get(self, args):
         """Occupancy by weekday and hour of day, and the daily mean and peak, over the lots."""
-        start_for, end_for = _bounds(args)
-        lots = chosen_lots(args["lot"])
+        lots, start_for, end_for = _selection(args)
         return {"lots": [l.id for l in lots], "from_": args["from"], "to": args["to"],
                 **pattern(lots, start_for, end_for)}
 
@@ -168,8 +167,7 @@ class UtilizationCsvView(MethodView):
     @blp.response(200, content_type="text/csv")
     def get(self, args):
         """The hourly rows of the lots with lot_id and lot_name in front (streamed download)."""
-        start_for, end_for = _bounds(args)
-        lots = chosen_lots(args["lot"])
+        lots, start_for, end_for = _selection(args)
         return Response(
             stream_with_context(csv_lines(lots, start_for, end_for)),
             mimetype="text/csv",
@@ -185,7 +183,6 @@ class UtilizationXlsxView(MethodView):
     @blp.response(200, content_type=XLSX_TYPE)
     def get(self, args):
         """An hourly sheet, a summary sheet per lot and a chart of daily occupancy."""
-        start_for, end_for = _bounds(args)
-        lots = chosen_lots(args["lot"])
+        lots, start_for, end_for = _selection(args)
         body = build_workbook(lots, start_for, end_for, f"{args['from']} to {args['to']} (to exclusive)")
         return Response(body, mimetype=XLSX_TYPE, headers={"Content-Disposition": _attachment(args, "xlsx")})
