@@ -1,3 +1,2 @@
-"""The CoAP side of the parking system: the gateway sensors talk to (`gateway.server`) and the
-decoding of what they send (`gateway.payloads`). Everything it stores goes through
-`parking.ingest`."""
+"""The CoAP side: the gateway sensors post to (`server`, `resources`, `writer`, `transport`),
+payload decoding (`payloads`), and the simulated sensors (`simulator`, `profiles`)."""

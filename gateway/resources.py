@@ -1,0 +1,280 @@
+"""The gateway's CoAP resources and the Site that serves them (contract §3; docs/sensors.md).
+
+This module owns, one Resource subclass per path: `POST /occupancy` (`OccupancyResource`, with
+its Block1 assembly and size limit), `GET /lots/<lot id>` with Observe (`LotResource`,
+`lot_message`) and `/.well-known/core` (`DiscoveryResource`); the errors they answer with, each
+a CoAP code with a short diagnostic text (`TooLarge`, `Unavailable`, `BlockIncomplete`); and
+`build_site`. The resources reach storage only through the `Gateway` they are given (its writer
+and `read_states`), never the database directly.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiocoap
+import cbor2
+from aiocoap import error, resource
+from aiocoap.blockwise import Block1Spool
+from aiocoap.numbers.codes import Code
+from aiocoap.util.linkformat import Link, LinkFormat
+from sqlalchemy.exc import SQLAlchemyError
+
+from parking.current import LotState
+from parking.timefmt import iso_utc
+
+from . import payloads
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+# --- Limits (stated for sensor makers in docs/sensors.md) --------------------------------------
+# A request body (one datagram, or all Block1 blocks together) may be this large: about 200
+# readings as JSON. Larger bodies get 4.13 with Size1 saying this number.
+MAX_PAYLOAD = 16 * 1024
+# Up to this much payload always travels in one datagram (aiocoap and libcoap clients switch to
+# Block1 above it); larger single datagrams are accepted up to MAX_PAYLOAD but may be fragmented.
+SAFE_DATAGRAM_PAYLOAD = 1024
+# Max-Age (s) of a 5.03 when the database is unreachable: Unavailable's default, so it lives here;
+# the writer and the gateway's reads say the same number in their diagnostic text.
+RETRY_AFTER = 5
+
+
+# --- Errors: each a CoAP code with a short diagnostic text -------------------------------------
+class TooLarge(error.RequestEntityTooLarge):
+    """4.13: the body is over MAX_PAYLOAD; Size1 tells the sensor the limit (RFC 7959 §4)."""
+
+    def __init__(self, size: int):
+        super().__init__(f"request of {size} bytes is over the limit of {MAX_PAYLOAD} bytes")
+
+    def to_message(self):
+        """The answer, with Size1."""
+        message = super().to_message()
+        message.opt.size1 = MAX_PAYLOAD
+        return message
+
+
+class Unavailable(error.ServiceUnavailable):
+    """5.03: nothing was stored; Max-Age says when to try again."""
+
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_message(self):
+        """The answer, with Max-Age."""
+        message = super().to_message()
+        message.opt.max_age = self.retry_after
+        return message
+
+
+class BlockIncomplete(error.RequestEntityIncomplete):
+    """4.08: a Block1 block arrived without the blocks before it (RFC 7959 §2.9.2)."""
+
+    message = "block out of sequence: start again with block 0"
+
+
+
+# --- Resources ----------------------------------------------------------------------------------
+class OccupancyResource(resource.Resource):
+    """POST /occupancy: one reading or a batch, stored whole (2.04 after the commit) or refused whole."""
+
+    rt = "parking.occupancy"
+    ct = " ".join(str(c) for c in payloads.CONTENT_FORMATS)
+
+    def __init__(self, gateway: Gateway):
+        super().__init__()
+        self.gateway = gateway
+        self._blocks = Block1Spool()
+
+    async def needs_blockwise_assembly(self, request):
+        """No: Block1 is assembled here, where its total size can be capped."""
+        return False
+
+    async def render_post(self, request):
+        """Decode, hand to the writer, answer when committed."""
+        self.gateway.inflight += 1
+        try:
+            whole = self._assemble(request)
+            received_at = time.time()
+            readings = payloads.decode(whole.payload, whole.opt.content_format, now=received_at)
+            if self.gateway.closing:
+                raise Unavailable("gateway shutting down")
+            await self.gateway.writer.submit(readings, received_at)
+        except error.ConstructionRenderableError as exc:
+            self.gateway.count(exc.code)
+            raise
+        finally:
+            self.gateway.inflight -= 1
+        self.gateway.count(Code.CHANGED)
+        response = aiocoap.Message(code=Code.CHANGED)
+        response.opt.block1 = whole.opt.block1
+        return response
+
+    def _assemble(self, request):
+        """The whole body: a single datagram as it is, Block1 blocks (RFC 7959) joined up to MAX_PAYLOAD."""
+        block1 = request.opt.block1
+        end = len(request.payload) if block1 is None else block1.start + len(request.payload)
+        announced = request.opt.size1 or 0
+        if max(end, announced) > MAX_PAYLOAD:
+            raise TooLarge(max(end, announced))
+        try:
+            return self._blocks.feed_and_take(request)
+        except error.RequestEntityIncomplete:
+            raise BlockIncomplete() from None
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One observation of a lot: the request it renders and the free count it last saw."""
+
+    request: aiocoap.Message
+    free: int | None = None
+
+
+LOT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class LotResource(resource.ObservableResource, resource.PathCapable):
+    """GET /lots/<lot id>: the lot's counts now; observers are notified when `free` changes."""
+
+    rt = "parking.lot"
+    ct = "50 60"
+
+    def __init__(self, gateway: Gateway):
+        super().__init__()
+        self.gateway = gateway
+        self.known: list[str] = []  # lot ids for /.well-known/core, as last read
+        self.observed: frozenset[str] = frozenset()  # the lots that have observers
+        self._watches: dict[str, dict[object, _Watch]] = {}
+        self._newest: dict[str, tuple[float, LotState]] = {}  # (read start, counts) per lot
+
+    async def render_get(self, request):
+        """The counts as JSON (or CBOR when asked with Accept: 60)."""
+        lot_id = _lot_id(request)
+        accept = _accepted(request)
+        stamp, states = await self.gateway.read_states([lot_id])
+        state = states.get(lot_id)
+        if state is None:
+            raise error.NotFound(f"unknown lot: {lot_id}")
+        newest = self._newest.get(lot_id)
+        if newest is not None and newest[0] > stamp:
+            state = newest[1]  # published while this read was on its way: newer news
+        for watch in self._watches.get(lot_id, {}).values():
+            if watch.request is request:
+                watch.free = state.free
+        return lot_message(state, accept)
+
+    async def add_observation(self, request, serverobservation):
+        """Remember the observer under its lot; it is dropped when the observation ends."""
+        try:
+            lot_id = _lot_id(request)
+        except error.NotFound:
+            return
+        self._watches.setdefault(lot_id, {})[serverobservation] = _Watch(request)
+        serverobservation.accept(functools.partial(self._forget, lot_id, serverobservation))
+        self.observed = frozenset(self._watches)
+
+    def _forget(self, lot_id: str, serverobservation) -> None:
+        """Drop an ended observation."""
+        watches = self._watches.get(lot_id, {})
+        watches.pop(serverobservation, None)
+        if not watches:
+            self._watches.pop(lot_id, None)
+        self.observed = frozenset(self._watches)
+
+    def publish(self, stamp: float, states: dict[str, LotState]) -> None:
+        """Notify the observers whose lot's free count differs from what they last got."""
+        for lot_id, state in states.items():
+            # A read that started earlier than the last one published is older news.
+            if lot_id in self._newest and stamp < self._newest[lot_id][0]:
+                continue
+            self._newest[lot_id] = (stamp, state)
+            for serverobservation, watch in list(self._watches.get(lot_id, {}).items()):
+                # free None: its first answer is still being rendered, and will use this state.
+                if watch.free is not None and watch.free != state.free:
+                    watch.free = state.free
+                    serverobservation.trigger(lot_message(state, _accepted(watch.request)))
+
+    def get_resources_as_linkheader(self):
+        """One link per known lot, for /.well-known/core."""
+        return LinkFormat([Link("/" + lot_id, rt=self.rt, ct=self.ct, obs=None) for lot_id in self.known])
+
+
+def _lot_id(request) -> str:
+    """The lot id from the path below /lots/; raises 4.04 for anything else."""
+    path = request.opt.uri_path
+    if len(path) != 1 or not LOT_ID.fullmatch(path[0]):
+        raise error.NotFound("unknown lot: " + "/".join(path)[:64])
+    return path[0]
+
+
+def _accepted(request) -> int:
+    """The content format the client asked for: JSON unless Accept says CBOR; others are 4.06."""
+    accept = request.opt.accept
+    if accept is None or int(accept) == payloads.JSON:
+        return payloads.JSON
+    if int(accept) == payloads.CBOR:
+        return payloads.CBOR
+    raise error.NotAcceptable("Accept: use 50 (JSON) or 60 (CBOR)")
+
+
+def lot_message(state: LotState, content_format: int = payloads.JSON) -> aiocoap.Message:
+    """A lot's counts as a 2.05 answer (contract §3)."""
+    body = {
+        "free": state.free,
+        "occupied": state.occupied,
+        "unknown": state.unknown,
+        "total": state.total,
+        "updated_at": iso_utc(state.updated_at),
+    }
+    if content_format == payloads.CBOR:
+        payload = cbor2.dumps(body)
+    else:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+    return aiocoap.Message(code=Code.CONTENT, payload=payload, content_format=content_format)
+
+
+class DiscoveryResource(resource.WKCResource):
+    """/.well-known/core (RFC 6690), with the lot list read fresh first."""
+
+    def __init__(self, site: resource.Site, lots: LotResource):
+        super().__init__(site.get_resources_as_linkheader, impl_info=None)
+        self.lots = lots
+
+    async def render_get(self, request):
+        """The links; with the lots last known when the database cannot be read."""
+        try:
+            _, states = await self.lots.gateway.read_states(None)
+        except (error.Error, SQLAlchemyError):
+            pass
+        else:
+            self.lots.known = sorted(states)
+        return await super().render_get(request)
+
+
+class GatewaySite(resource.Site):
+    """aiocoap's Site, minus a per-request cost its fixed-path resources here do not need."""
+
+    def _find_child_and_pathstripped_message(self, request):
+        """The resource at exactly this path gets the request as it came; others as in aiocoap."""
+        # aiocoap copies each request (deep-copying its options) and rebuilds its full URI before
+        # handing it on: about a third of the event loop's CPU per POST. /occupancy and
+        # /.well-known/core read neither the copy nor the URI; /lots/<id> still gets both.
+        child = self._resources.get(request.opt.uri_path)
+        if child is not None:
+            return child, request
+        return super()._find_child_and_pathstripped_message(request)
+
+
+def build_site(occupancy: OccupancyResource, lots: LotResource) -> resource.Site:
+    """The gateway's resources, /.well-known/core included."""
+    site = GatewaySite()
+    site.add_resource([".well-known", "core"], DiscoveryResource(site, lots))
+    site.add_resource(["occupancy"], occupancy)
+    site.add_resource(["lots"], lots)
+    return site

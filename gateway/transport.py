@@ -1,0 +1,155 @@
+"""The CoAP-over-UDP transport of the gateway, set up where aiocoap's defaults do not suit it.
+
+This module owns the three aiocoap 0.4 transport defaults a busy gateway must not keep
+(docs/sensors.md, "For operators"): the duplicate-detection window (`SensorTuning`,
+`DEDUP_WINDOW`) and the message manager that keeps that cache small (`SensorMessageManager`),
+the socket receive buffer (`RECEIVE_BUFFER`) and the read size per datagram (`READ_SIZE`).
+`_server_context` binds a UDP server context with them and `_tune_transport` applies the socket
+settings. No resources, no database: `gateway.server` hands it a Site.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+
+import aiocoap
+from aiocoap.messagemanager import MessageManager
+from aiocoap.numbers import TransportTuning
+from aiocoap.tokenmanager import TokenManager
+from aiocoap.transports.udp6 import MessageInterfaceUDP6
+
+log = logging.getLogger("parking.gateway")
+
+# aiocoap reads 4,096 bytes per datagram and silently drops the rest, which would turn a large
+# request into a misleading 4.00. This is more than any UDP datagram can carry, so none is cut.
+READ_SIZE = 65_536
+# Bursts of sensors reporting at once (a train arriving at a P+R lot) must queue in the kernel,
+# not be dropped by it; the default (~208 KiB) holds only a few hundred datagrams.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+class SensorTuning(TransportTuning):
+    """RFC 7252 timing for our sensors: aiocoap's defaults except MAX_LATENCY (see SensorMessageManager).
+
+    EXCHANGE_LIFETIME, how long a message must be remembered to recognise its retransmissions,
+    is 247 s with RFC 7252's internet-wide MAX_LATENCY of 100 s. A city's sensor network delivers
+    a datagram within seconds, so MAX_LATENCY = 10 s; the RFC formula then gives 45 s
+    (MAX_TRANSMIT_SPAN: a sender's last retransmission) + 2 × 10 s + 2 s = 67 s. A retransmission
+    is still recognised for as long as a sensor can send one; one delayed beyond that is stored
+    once anyway, by parking.ingest's seq / ts de-duplication.
+    """
+
+    MAX_LATENCY = 10.0
+
+
+DEDUP_WINDOW = SensorTuning().EXCHANGE_LIFETIME  # 67 s
+DEDUP_SWEEP = 1.0  # seconds between sweeps of expired duplicate-detection entries
+
+
+class SensorMessageManager(MessageManager):
+    """aiocoap's CoAP-over-UDP message layer, with a duplicate cache that stays small.
+
+    aiocoap remembers every request for EXCHANGE_LIFETIME (247 s) with its answer, the request
+    that answer references, and a timer of its own: about 2.7 KB and 20 objects for the garbage
+    collector per request, so memory and collection pauses grow with the load. Here the window
+    is SensorTuning's (67 s), the remembered answer drops its request, and entries expire in
+    arrival order from one queue swept every second instead of one timer each. Duplicates are
+    recognised exactly as before within the window: same peer and message ID, same answer resent.
+    """
+
+    def __init__(self, token_manager: TokenManager, window: float):
+        super().__init__(token_manager)
+        self.window = window
+        self._arrivals: deque[tuple[float, tuple]] = deque()
+        self._sweep_every = min(DEDUP_SWEEP, window / 2)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _deduplicate_message(self, message):
+        """True for a duplicate (answered from the cache by aiocoap); remembers a new message."""
+        key = (message.remote, message.mid)
+        if key in self._recent_messages:
+            return super()._deduplicate_message(message)
+        self._recent_messages[key] = None
+        self._arrivals.append((self.loop.time() + self.window, key))
+        return False
+
+    def _store_response_for_duplicates(self, message):
+        """Remember an answer for resending, without the request it answered."""
+        if (message.remote, message.mid) in self._recent_messages:
+            message.request = None
+        super()._store_response_for_duplicates(message)
+
+    def _sweep(self) -> None:
+        """Forget the messages older than the window."""
+        now, arrivals = self.loop.time(), self._arrivals
+        while arrivals and arrivals[0][0] <= now:
+            self._recent_messages.pop(arrivals.popleft()[1], None)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    async def shutdown(self):
+        """Stop sweeping, then shut down as aiocoap does."""
+        self._sweeper.cancel()
+        await super().shutdown()
+
+    @property
+    def dedup_entries(self) -> int:
+        """Messages currently remembered for duplicate detection."""
+        return len(self._recent_messages)
+
+
+async def _server_context(site, host: str, port: int, window: float) -> tuple[aiocoap.Context, SensorMessageManager]:
+    """A server context on UDP: the udp6 branch of aiocoap's create_server_context, with our manager."""
+    context = aiocoap.Context(loop=asyncio.get_running_loop(), serversite=site, loggername="parking.gateway.aiocoap")
+    tokens = TokenManager(context)
+    manager = SensorMessageManager(tokens, window)
+    try:
+        manager.message_interface = await MessageInterfaceUDP6.create_server_transport_endpoint(
+            manager, log=context.log, loop=context.loop, bind=(host, port), multicast=[]
+        )
+    except BaseException:
+        manager._sweeper.cancel()
+        raise
+    tokens.token_interface = manager
+    context.request_interfaces.append(tokens)
+    return context, manager
+
+
+def _tune_transport(manager: SensorMessageManager) -> tuple[int, tuple]:
+    """Raise the receive buffer and the read size of the socket; returns (buffer granted, address).
+
+    The socket receive buffer is raised to RECEIVE_BUFFER, so bursts are not dropped, and the
+    transport reads READ_SIZE bytes per datagram instead of 4,096, so no request is cut short
+    silently (an oversize one is then answered 4.13 by OccupancyResource). Attributes of
+    aiocoap 0.4's udp6 transport; tests/test_gateway.py checks both effects.
+    """
+    transport = manager.message_interface.transport
+    sock = transport.get_extra_info("socket")
+    granted = _raise_receive_buffer(sock)
+    transport.max_size = READ_SIZE
+    return granted, sock.getsockname()
+
+
+def _raise_receive_buffer(sock: socket.socket) -> int:
+    """Ask for RECEIVE_BUFFER bytes; return what the kernel granted (it doubles the request)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    except OSError as exc:
+        log.warning("could not raise the socket receive buffer: %s", exc)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < RECEIVE_BUFFER:
+        # Linux caps SO_RCVBUF at net.core.rmem_max; SO_RCVBUFFORCE may pass it with CAP_NET_ADMIN.
+        force = getattr(socket, "SO_RCVBUFFORCE", None)
+        if force is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
+                granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            except OSError:
+                pass
+    if granted < RECEIVE_BUFFER:
+        log.warning(
+            "socket receive buffer is %d KiB, asked for %d KiB: bursts may be dropped; raise it "
+            "with `sysctl -w net.core.rmem_max=%d`", granted // 1024, RECEIVE_BUFFER // 1024, RECEIVE_BUFFER,
+        )
+    return granted
