@@ -22,6 +22,7 @@ import datetime
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain, islice
 from math import inf
 from operator import itemgetter
@@ -174,8 +175,10 @@ def local_midnight(day: datetime.date, tz_name: TimeZone) -> float:
     return float(hi)
 
 
+@lru_cache(maxsize=65536)
 def hour_label(h: float, tz_name: TimeZone) -> str:
-    """ISO 8601 local time with offset, e.g. "2026-03-29T01:00:00+01:00"."""
+    """ISO 8601 local time with offset, e.g. "2026-03-29T01:00:00+01:00" (cached: a report of
+    many lots of one city labels the same hours over and over)."""
     return datetime.datetime.fromtimestamp(h, _zone(tz_name)).isoformat(timespec="seconds")
 
 

@@ -9,6 +9,7 @@ closed on a guess.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 DAYS = ["Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"]
@@ -38,8 +39,10 @@ def is_open(spec: str | None, local: dt.datetime) -> bool | None:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(spec: str) -> dict[int, list[tuple[int, int]]]:
-    """Weekday → list of (start minute, end minute), end may exceed 1440."""
+    """Weekday → list of (start minute, end minute), end may exceed 1440 (cached: lots share specs,
+    and the lot list asks for every lot on every request). Callers must not mutate the result."""
     schedule: dict[int, list[tuple[int, int]]] = {}
     for rule in filter(None, (r.strip() for r in spec.split(";"))):
         days_part, _, times_part = rule.partition(" ")

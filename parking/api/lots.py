@@ -12,6 +12,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import defer
 
 from ..auth import require_admin
 from ..current import bay_status, lot_states
@@ -106,7 +107,8 @@ class LotsView(MethodView):
         """Every lot with its free, occupied and unknown bays now."""
         stale = current_app.config["STALE_AFTER"]
         now = time.time()
-        query = select(Lot).order_by(Lot.id)
+        # The list shows a point per lot: the outline (geometry) is never needed here.
+        query = select(Lot).options(defer(Lot.geometry)).order_by(Lot.id)
         if "bbox" in args:
             minlon, minlat, maxlon, maxlat = parse_bbox(args["bbox"])
             query = query.where(Lot.lon.between(minlon, maxlon), Lot.lat.between(minlat, maxlat))
