@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                            note=f"{compared} hours compared")
     finally:
         if args.smoke and "postgresql" in backends:
-            for spec in (current_state.SMOKE.city, current_state.SMOKE.city_10x):
-                datasets.drop("postgresql", spec.key())
-            datasets.pg_drop(datasets.PG_PREFIX)
+            datasets.pg_drop_prefix(datasets.PG_PREFIX)  # every database this smoke run made
         if scratch is not None:
             scratch.cleanup()
 

@@ -31,7 +31,6 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,6 +192,16 @@ def pg_exists(dbname: str) -> bool:
 def pg_drop(dbname: str) -> None:
     with _pg_admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def pg_drop_prefix(prefix: str) -> list[str]:
+    """Drop every database whose name starts with `prefix` + '_' or is `prefix` (a smoke run's own)."""
+    with _pg_admin() as conn:
+        names = [n for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+                                            (prefix, prefix.replace("_", r"\_") + r"\_%"))]
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return names
 
 
 def pg_create(dbname: str, template: str | None = None) -> None:
@@ -583,6 +592,3 @@ def describe(spec: CitySpec) -> str:
             f"≈{spec.readings_per_bay_day:.2f} readings/bay/day ≈ "
             f"{spec.readings_per_bay_day * spec.bays * spec.hours / 24 / 1e6:.1f} M readings")
 
-
-def iter_specs(*specs: CitySpec) -> Iterator[CitySpec]:
-    yield from specs

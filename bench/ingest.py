@@ -51,7 +51,7 @@ class IngestConfig:
 
 
 FULL = IngestConfig()
-SMOKE = IngestConfig(lots=2, bays_per_lot=10, rounds=1, round_seconds=0.5, warmup_seconds=0, window=16,
+SMOKE = IngestConfig(lots=2, bays_per_lot=10, rounds=1, round_seconds=0.5, warmup_seconds=0.1, window=16,
                      half_seconds=0.5, soak_seconds=1.0, soak_sample=0.25, two_seconds=0.5, timeout=2.0)
 
 
@@ -66,6 +66,16 @@ def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_rss_parts(pid: int) -> str:
+    """RSS split into anonymous memory (heap), file mappings and shared memory, MiB."""
+    parts = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+            key, value = line.split(":")
+            parts[key[3:].lower()] = int(value.split()[0]) / 1024
+    return ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
 
 
 def proc_rss_mib(pid: int) -> float:
@@ -127,6 +137,7 @@ class Load:
 
     def __init__(self, bays_file: Path, timeout: float):
         self.bays_file = bays_file
+        self.bays = len(bays_file.read_text().split())
         self.timeout = timeout
         self.serial = 0
         self.ok: dict[str, int] = {}  # 2.04 answers per database URL, warm-ups included
@@ -143,8 +154,10 @@ class Load:
         self.serial += count
         return cmd
 
-    def start(self, ports, seconds, window, rate=None) -> subprocess.Popen:
-        count = int(seconds * (rate * 1.05 if rate else 20_000)) + 10
+    def start(self, ports, seconds, window, rate=None, count=None) -> subprocess.Popen:
+        # Enough requests for the time (a Python server answers a few thousand a second; the run
+        # also stops at this count), all encoded before the clock starts.
+        count = count or int(seconds * (rate * 1.05 if rate else 6_000)) + 10
         return subprocess.Popen(self._cmd(ports, count, seconds, window, rate), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -158,8 +171,16 @@ class Load:
             raise RuntimeError(f"load generator failed: {err[-1500:]}")
         return json.loads(out)
 
-    def run(self, ports, seconds, window, rate=None, url=None) -> dict:
-        return self.count(url, self.finish(self.start(ports, seconds, window, rate), seconds))
+    def run(self, ports, seconds, window, rate=None, url=None, count=None) -> dict:
+        return self.count(url, self.finish(self.start(ports, seconds, window, rate, count), seconds))
+
+    def warm_up(self, ports, cfg: IngestConfig, url=None) -> None:
+        """One reading for every bay of the city (a gateway's bay directory as warm as after a
+        day in service), then `warmup_seconds` of load."""
+        if not cfg.warmup_seconds:
+            return
+        self.run(ports, 120, cfg.window, url=url, count=self.bays)
+        self.run(ports, cfg.warmup_seconds, cfg.window, url=url)
 
     def count(self, url: str | None, result: dict) -> dict:
         if url is not None:
@@ -211,8 +232,7 @@ def measure(kind: str, port: int, load: Load, cfg: IngestConfig, workdir: Path, 
     seconds = seconds or cfg.round_seconds
     server = Server(kind, port, workdir / f"{kind}-{label or 'run'}.log", url)
     try:
-        if cfg.warmup_seconds:
-            load.run([port], cfg.warmup_seconds, cfg.window, rate, url)
+        load.warm_up([port], cfg, url)
         t0, cpu0, rss0 = server.sample()
         result = load.run([port], seconds, cfg.window, rate, url)
         t1, cpu1, rss1 = server.sample()
@@ -339,7 +359,7 @@ def soak_run(port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str, 
             if now >= next_sample:
                 samples.append((now - t0, proc_rss_mib(server.pid)))
                 if len(samples) % max(1, int(60 / cfg.soak_sample)) == 0:
-                    log(f"  soak: {now - t0:.0f} s, RSS {samples[-1][1]:.1f} MiB")
+                    log(f"  soak: {now - t0:.0f} s, RSS {samples[-1][1]:.1f} MiB ({proc_rss_parts(server.pid)})")
                 next_sample += cfg.soak_sample
             time.sleep(min(0.2, cfg.soak_sample))
         result = load.count(url, load.finish(proc, cfg.soak_seconds))
@@ -362,8 +382,7 @@ def two_gateways(port: int, load: Load, cfg: IngestConfig, workdir: Path, url: s
     servers = [Server("gateway", port, workdir / "gateway-two-a.log", url),
                Server("gateway", port2, workdir / "gateway-two-b.log", url)]
     try:
-        if cfg.warmup_seconds:
-            load.run([port, port2], cfg.warmup_seconds, cfg.window, url=url)
+        load.warm_up([port, port2], cfg, url)
         starts = [s.sample() for s in servers]
         result = load.run([port, port2], cfg.two_seconds, cfg.window, url=url)
         ends = [s.sample() for s in servers]

@@ -35,7 +35,7 @@ def test_smoke_run_prints_every_figure():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     backends = ["sqlite"] + (["postgresql"] if re.search(r"databases: .*postgresql", out) else [])
-    table = out[out.index("\nfigure "):]  # the final table, after the lines printed as measured
+    table = out[out.rindex("\nfigure "):]  # the final table, after the lines printed as measured
     printed = {m.group(1) for m in map(LINE.match, table.splitlines()) if m}
     expected = ONCE + [name.format(b=b) for b in backends for name in PER_BACKEND]
     missing = [name for name in expected if name not in printed]
