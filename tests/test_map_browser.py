@@ -173,6 +173,12 @@ def test_popup_numbers_and_links_equal_the_api(open_map, site):
     page = open_map().page
     for lot_id, f in lots.items():
         p = f["properties"]
+        # Close the previous popup first: it can cover the next marker, and a click on it
+        # would then land on the popup instead (seen on a loaded machine).
+        close = page.locator(".leaflet-popup-close-button")
+        if close.count():
+            close.click()
+            expect(page.locator(".leaflet-popup")).to_have_count(0)
         marker(page, lot_id).click()
         popup = page.locator(".leaflet-popup")
         summary = popup.locator(f'.lot-summary[data-lot-id="{lot_id}"]')
