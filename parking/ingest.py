@@ -183,13 +183,22 @@ def store(
     return result
 
 
-def ingest(readings: Sequence[Reading], now: float | None = None) -> StoreResult:
-    """Validate, store and commit one request; all of it or nothing (inside an app context)."""
+_AT_RECEIPT = object()
+
+
+def ingest(
+    readings: Sequence[Reading], now: float | None = None, received_at=_AT_RECEIPT
+) -> StoreResult:
+    """Validate, store and commit one batch; all of it or nothing (inside an app context).
+
+    Readings count as received `now` unless `received_at` says otherwise (None: each at its own
+    ts, as for simulated history).
+    """
     session = db.session
     now = time.time() if now is None else now
     try:
         prepared = prepare(session, readings, now)
-        result = store(session, prepared, received_at=now)
+        result = store(session, prepared, received_at=now if received_at is _AT_RECEIPT else received_at)
         session.commit()
     except Exception:
         session.rollback()
@@ -210,29 +219,16 @@ def ingest_bulk(
     for reading in readings:
         batch.append(reading)
         if len(batch) >= chunk:
-            stored += _bulk_chunk(batch, received_at)
+            stored += ingest(batch, received_at=received_at).stored
             batch = []
     if batch:
-        stored += _bulk_chunk(batch, received_at)
+        stored += ingest(batch, received_at=received_at).stored
     return stored
 
 
 def forget_bays() -> None:
     """Forget cached bay→lot mappings (call after an import changes them)."""
     _directory.forget()
-
-
-def _bulk_chunk(batch: list[Reading], received_at: float | None) -> int:
-    """Store and commit one chunk of a bulk load."""
-    session = db.session
-    try:
-        prepared = prepare(session, batch)
-        result = store(session, prepared, received_at=received_at)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    return result.stored
 
 
 def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Reading]:
