@@ -33,6 +33,9 @@ class Config:
     )
     LOW_BATTERY = _env_int("PARKING_LOW_BATTERY", 20)
     ROLLUP_INTERVAL = _env_int("PARKING_ROLLUP_INTERVAL", 60)
+    # GET /api/lots answers from a snapshot refreshed in the background at most this often
+    # (seconds; 0: count on every request). See parking/lot_list.py.
+    LOTS_SNAPSHOT_SECONDS = _env_int("PARKING_LOTS_SNAPSHOT_SECONDS", 2)
 
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 

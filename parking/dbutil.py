@@ -13,3 +13,23 @@ def upsert_insert(session: Session, table):
     if name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database: {name}")
+
+
+def driver_tuples(session: Session, stmt) -> list[tuple]:
+    """All rows of a Core SELECT as the driver's own tuples, in the session's transaction.
+
+    For the few queries that return hundreds of thousands of rows (the reports' stored hours):
+    SQLAlchemy's Row objects and result processing cost more there than the query itself.
+    Only for columns whose driver values are already what the caller wants (numbers, text).
+    """
+    connection = session.connection()
+    compiled = stmt.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()

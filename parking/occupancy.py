@@ -200,17 +200,32 @@ class HourFigures:
     @property
     def occupancy_pct(self) -> float | None:
         """100 × occupied / known seconds, one decimal; None when nothing was known."""
-        if self.known_seconds <= 0:
-            return None
-        return round(100.0 * self.occupied_seconds / self.known_seconds, 1)
+        return occupancy_pct(self.occupied_seconds, self.known_seconds)
 
     @property
     def coverage_pct(self) -> float:
         """100 × known / (bays × span) seconds, one decimal; 0.0 when there is nothing to cover."""
-        capacity = self.bays * self.span_seconds
-        if capacity <= 0:
-            return 0.0
-        return round(100.0 * self.known_seconds / capacity, 1)
+        return coverage_pct(self.known_seconds, self.bays, self.span_seconds)
+
+    def as_tuple(self) -> tuple:
+        """The fields in order: what `HourFigures(*t)` takes back."""
+        return (self.hour_start, self.bays, self.occupied_seconds, self.known_seconds,
+                self.span_seconds, self.peak_occupied, self.arrivals)
+
+
+def occupancy_pct(occupied_seconds: float, known_seconds: float) -> float | None:
+    """100 × occupied / known seconds, one decimal; None when nothing was known."""
+    if known_seconds <= 0:
+        return None
+    return round(100.0 * occupied_seconds / known_seconds, 1)
+
+
+def coverage_pct(known_seconds: float, bays: int, span_seconds: float) -> float:
+    """100 × known / (bays × span) seconds, one decimal; 0.0 when there is nothing to cover."""
+    capacity = bays * span_seconds
+    if capacity <= 0:
+        return 0.0
+    return round(100.0 * known_seconds / capacity, 1)
 
 
 def hourly_figures(

@@ -18,15 +18,13 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 
 from .models import Lot
-from .occupancy import HOUR, HourFigures, hour_label, stays
-from .rollup import lot_readings, utilization
+from .occupancy import HourFigures, hour_label, stays
+from .rollup import hourly_rows_of_lots, lot_readings, utilization, utilization_of_lots
 
 BUSY_PCT = 85.0
 CSV_COLUMNS = [
     "lot_id", "lot_name", "hour", "occupancy_pct", "peak_occupied", "arrivals", "coverage_pct", "bays",
 ]
-# A CSV over a year is produced a month at a time so it never sits in memory whole.
-CSV_CHUNK_SECONDS = 31 * 86400
 
 
 def hour_row(f: HourFigures, tz: str) -> dict:
@@ -159,39 +157,41 @@ def heatmap(figures: Sequence[HourFigures], tz: str) -> list[list[float | None]]
 
 def pattern(lots: Sequence[Lot], start_for, end_for) -> dict:
     """Heatmap and daily line over the lots, in the first lot's time zone (a city shares one)."""
-    merged = merge_lots(utilization(lot, start_for(lot), end_for(lot)) for lot in lots)
+    merged = merge_lots(figures for _, figures in utilization_of_lots(lots, start_for, end_for))
     tz = lots[0].timezone if lots else "UTC"
     return {"timezone": tz, "heatmap": heatmap(merged, tz), "daily": daily_rows(merged, tz)}
 
 
 def csv_lines(lots: Sequence[Lot], start_for, end_for) -> Iterator[str]:
-    """The hourly CSV, streamed a month of one lot at a time."""
+    """The hourly CSV, streamed a lot at a time (figures come a batch of lots at a time)."""
+    yield ",".join(CSV_COLUMNS) + "\n"
+    for lot, rows in hourly_rows_of_lots(lots, start_for, end_for):
+        # Only the two text cells can need quoting; every other cell is a number or an ISO time.
+        prefix = _csv_cells(lot.id, lot.name)
+        tz = lot.timezone
+        # Plain tuples and f-strings rather than HourFigures and round(): this loop runs 720,000
+        # times for a month of a 1,000-lot city (docs/benchmarks.md). `_pct_cell` gives exactly
+        # the text of HourFigures' percentages (tests/test_reports.py proves it).
+        yield "".join([
+            f"{prefix},{hour_label(h, tz)},{_pct_cell(occupied, known, '')},{peak},{arrivals},"
+            f"{_pct_cell(known, bays * span, '0.0')},{bays}\n"
+            for h, bays, occupied, known, span, peak, arrivals in rows
+        ])
+
+
+def _pct_cell(part: float, whole: float, empty: str) -> str:
+    """100 × part / whole with one decimal as text, `empty` when whole is 0.
+
+    '%.1f' rounds the exact binary value half-to-even, as round(x, 1) does, so this is the text
+    of `occupancy.occupancy_pct` / `coverage_pct` without building the rounded float."""
+    return f"{100.0 * part / whole:.1f}" if whole > 0 else empty
+
+
+def _csv_cells(*values: str) -> str:
+    """Text cells quoted as the csv module does, joined without the line end."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    yield _drain(buffer)
-    for lot in lots:
-        lo, hi = start_for(lot), end_for(lot)
-        while lo < hi:
-            chunk_end = min(hi, lo + CSV_CHUNK_SECONDS)
-            for f in utilization(lot, lo, chunk_end):
-                row = hour_row(f, lot.timezone)
-                writer.writerow([lot.id, lot.name] + [_csv_value(row[c]) for c in CSV_COLUMNS[2:]])
-            yield _drain(buffer)
-            lo = chunk_end  # chunk_end is lo + whole hours: still an hour boundary
-
-
-def _csv_value(value) -> str:
-    """Empty cell for 'nothing known', plain text otherwise."""
-    return "" if value is None else str(value)
-
-
-def _drain(buffer: io.StringIO) -> str:
-    """Take what the CSV writer produced so far."""
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
 
 
 def lots_in_order(lots: Iterable[Lot]) -> list[Lot]:

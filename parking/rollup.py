@@ -1,29 +1,40 @@
 """Hourly aggregates: kept current incrementally, and read back with on-the-fly gaps filled.
 
 `run_rollup` recomputes exactly the hours that `parking.ingest` marked dirty and that have ended;
-its cost grows with the new readings, not with the history. `utilization` answers a report:
-stored rows where they are current, a fresh computation for dirty or unfinished hours, and an
-empty row for an hour no reading could touch. So a report reflects every reading stored before
-it was requested, whether or not the scheduler has run.
+its cost grows with the new readings, not with the history. `utilization` (one lot) and
+`utilization_of_lots` (many, a few queries per batch of lots) answer a report: stored rows where
+they are current, a fresh computation for dirty or unfinished hours, and an empty row for an hour
+no reading could touch. So a report reflects every reading stored before it was requested,
+whether or not the scheduler has run.
 """
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Float, bindparam, delete, func, literal, select
 
 from .extensions import db
-from .dbutil import upsert_insert
+from .dbutil import driver_tuples, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
 from .models import Reading as ReadingRow
 from .occupancy import HOUR, HourFigures, floor_local_hour, hour_starts, hourly_figures
 
 # On-the-fly and rollup work is done in windows of this many hours, to bound memory.
 WINDOW_HOURS = 168
+# Readings of several lots are fetched in one query, up to this many lot-hours at a time (about
+# 60,000 readings at a live rate of 6 readings per bay and hour in 100-bay lots): one round trip
+# for a city's new hour instead of one per lot, with memory still bounded.
+LOT_HOURS_PER_QUERY = 1_000
+# A multi-lot report holds the figures of at most about this many lot-hours at once.
+BATCH_ROWS = 50_000
+IN_CHUNK = 500  # ids per IN (...) list
 
 
 @dataclass
@@ -40,32 +51,75 @@ def bay_count(lot_id: str) -> int:
     return db.session.scalar(select(func.count()).select_from(Bay).where(Bay.lot_id == lot_id))
 
 
+def _bay_counts(lot_ids: Sequence[str]) -> dict[str, int]:
+    """Bays per lot for many lots (0 for a lot without bays)."""
+    counts = dict.fromkeys(lot_ids, 0)
+    for chunk in _chunks(lot_ids, IN_CHUNK):
+        counts.update(
+            db.session.execute(
+                select(Bay.lot_id, func.count()).where(Bay.lot_id.in_(chunk)).group_by(Bay.lot_id)
+            ).all()
+        )
+    return counts
+
+
 def lot_readings(lot_id: str, start: float, end: float) -> dict[str, list[tuple[float, bool]]]:
     """(ts, occupied) per bay of the lot in [start, end), in storage order (ts, then id)."""
-    by_bay: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    rows = db.session.execute(
-        select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
-        .join(Bay, Bay.id == ReadingRow.bay_id)
-        .where(Bay.lot_id == lot_id, ReadingRow.ts >= start, ReadingRow.ts < end)
-        .order_by(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.id)
-    )
-    for bay_id, ts, occupied in rows:
-        by_bay[bay_id].append((ts, bool(occupied)))
-    return by_bay
+    return readings_of_lots([lot_id], start, end).get(lot_id, {})
+
+
+def readings_of_lots(
+    lot_ids: Sequence[str], start: float, end: float
+) -> dict[str, dict[str, list[tuple[float, bool]]]]:
+    """(ts, occupied) per bay per lot in [start, end), in storage order (ts, then id)."""
+    by_lot: dict[str, dict[str, list[tuple[float, bool]]]] = {}
+    for chunk in _chunks(lot_ids, IN_CHUNK):
+        rows = db.session.execute(
+            select(Bay.lot_id, ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
+            .join(Bay, Bay.id == ReadingRow.bay_id)
+            .where(Bay.lot_id.in_(chunk), ReadingRow.ts >= start, ReadingRow.ts < end)
+            .order_by(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.id)
+        )
+        bay_id_seen, readings = None, None
+        for lot_id, bay_id, ts, occupied in rows:
+            if bay_id != bay_id_seen:  # rows come bay by bay
+                readings = by_lot.setdefault(lot_id, {}).setdefault(bay_id, [])
+                bay_id_seen = bay_id
+            readings.append((ts, bool(occupied)))
+    return by_lot
 
 
 def compute_hours(
     lot_id: str, hours: Sequence[float], stale_after: float, now: float, bays: int | None = None
 ) -> list[HourFigures]:
     """Figures of the given hour starts of one lot, straight from its readings."""
-    if not hours:
-        return []
     bays = bay_count(lot_id) if bays is None else bays
-    figures: list[HourFigures] = []
-    for window in _windows(sorted(hours)):
-        readings = lot_readings(lot_id, window[0] - stale_after, window[-1] + HOUR)
-        figures.extend(hourly_figures(readings, bays, window, stale_after, now=now))
-    return figures
+    return compute_lots_hours({lot_id: hours}, stale_after, now, {lot_id: bays}).get(lot_id, [])
+
+
+def compute_lots_hours(
+    hours_by_lot: Mapping[str, Sequence[float]], stale_after: float, now: float, bays: Mapping[str, int]
+) -> dict[str, list[HourFigures]]:
+    """Figures of the given hour starts of many lots, straight from their readings.
+
+    Lots whose hours form the same window (typically: the same new hour of the whole city) share
+    one readings query, in groups of at most LOT_HOURS_PER_QUERY lot-hours.
+    """
+    lots_by_window: dict[tuple[float, ...], list[str]] = defaultdict(list)
+    for lot_id, hours in hours_by_lot.items():
+        for window in _windows(sorted(hours)):
+            lots_by_window[tuple(window)].append(lot_id)
+    figures: dict[str, list[HourFigures]] = defaultdict(list)
+    for window, lot_ids in lots_by_window.items():
+        for group in _chunks(lot_ids, max(1, LOT_HOURS_PER_QUERY // len(window))):
+            readings = readings_of_lots(group, window[0] - stale_after, window[-1] + HOUR)
+            for lot_id in group:
+                figures[lot_id].extend(
+                    hourly_figures(readings.get(lot_id, {}), bays[lot_id], window, stale_after, now=now)
+                )
+    for lot_figures in figures.values():  # windows of one lot may have come in any order
+        lot_figures.sort(key=lambda f: f.hour_start)
+    return dict(figures)
 
 
 def _windows(hours: Sequence[float]) -> Iterable[list[float]]:
@@ -80,8 +134,14 @@ def _windows(hours: Sequence[float]) -> Iterable[list[float]]:
         yield run
 
 
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def run_rollup(now: float | None = None, stale_after: float | None = None) -> RollupStats:
-    """Recompute every dirty hour that has ended, lot by lot; returns what it did."""
+    """Recompute every dirty hour that has ended, in one transaction; returns what it did."""
     started = time.perf_counter()
     now = time.time() if now is None else now
     stale = float(stale_after if stale_after is not None else current_app.config["STALE_AFTER"])
@@ -90,16 +150,19 @@ def run_rollup(now: float | None = None, stale_after: float | None = None) -> Ro
         .where(RollupDirty.hour_start + HOUR <= now)
         .order_by(RollupDirty.lot_id, RollupDirty.hour_start)
     ).all()
-    db.session.commit()  # end the read snapshot; each lot gets its own transaction below
-    by_lot: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for lot_id, hour, version in marks:
-        by_lot[lot_id].append((hour, version))
-    stats = RollupStats(lots=len(by_lot))
-    bays = _bay_counts(list(by_lot))
+    db.session.commit()  # end the read snapshot; the work below is one transaction of its own
+    hours_by_lot: dict[str, list[float]] = defaultdict(list)
+    for lot_id, hour, _version in marks:
+        hours_by_lot[lot_id].append(float(hour))
+    stats = RollupStats(lots=len(hours_by_lot))
     try:
-        for lot_id, hours in by_lot.items():
-            stats.hours += _rollup_lot(lot_id, hours, stale, now, bays.get(lot_id, 0))
         # One commit for the run: a commit per lot cost more than the arithmetic.
+        for batch in _lot_batches(list(hours_by_lot), {l: len(h) for l, h in hours_by_lot.items()}):
+            figures = compute_lots_hours(
+                {l: hours_by_lot[l] for l in batch}, stale, now, _bay_counts(batch)
+            )
+            stats.hours += _store_figures(figures, now)
+        _clear_marks(marks)
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -108,23 +171,22 @@ def run_rollup(now: float | None = None, stale_after: float | None = None) -> Ro
     return stats
 
 
-def _bay_counts(lot_ids: list[str]) -> dict[str, int]:
-    """Bays per lot for many lots in one query."""
-    counts: dict[str, int] = {}
-    for start in range(0, len(lot_ids), 500):
-        chunk = lot_ids[start : start + 500]
-        counts.update(
-            db.session.execute(
-                select(Bay.lot_id, func.count()).where(Bay.lot_id.in_(chunk)).group_by(Bay.lot_id)
-            ).all()
-        )
-    return counts
+def _lot_batches(lot_ids: Sequence[str], hours: Mapping[str, int]) -> Iterator[list[str]]:
+    """Lots in groups of about BATCH_ROWS lot-hours (a lot is never split)."""
+    batch: list[str] = []
+    size = 0
+    for lot_id in lot_ids:
+        if batch and size + hours[lot_id] > BATCH_ROWS:
+            yield batch
+            batch, size = [], 0
+        batch.append(lot_id)
+        size += hours[lot_id]
+    if batch:
+        yield batch
 
 
-def _rollup_lot(lot_id: str, marks: list[tuple[int, int]], stale: float, now: float, bays: int) -> int:
-    """Recompute and store one lot's marked hours and clear the marks nobody re-set meanwhile
-    (the caller commits)."""
-    figures = compute_hours(lot_id, [h for h, _ in marks], stale, now, bays)
+def _store_figures(figures: Mapping[str, Sequence[HourFigures]], now: float) -> int:
+    """Upsert the aggregates (the caller commits); returns the number of rows."""
     rows = [
         {
             "lot_id": lot_id,
@@ -136,25 +198,31 @@ def _rollup_lot(lot_id: str, marks: list[tuple[int, int]], stale: float, now: fl
             "arrivals": f.arrivals,
             "computed_at": now,
         }
-        for f in figures
+        for lot_id, lot_figures in figures.items()
+        for f in lot_figures
     ]
+    if not rows:
+        return 0
     table = HourlyUtilization.__table__
     stmt = upsert_insert(db.session, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["lot_id", "hour_start"],
         set_={c: stmt.excluded[c] for c in rows[0] if c not in ("lot_id", "hour_start")},
     )
-    for start in range(0, len(rows), 1000):
-        db.session.execute(stmt, rows[start : start + 1000])
-    for start in range(0, len(marks), 500):
-        chunk = marks[start : start + 500]
-        db.session.execute(
-            delete(RollupDirty).where(
-                RollupDirty.lot_id == lot_id,
-                or_(*(and_(RollupDirty.hour_start == h, RollupDirty.version == v) for h, v in chunk)),
-            )
-        )
+    for chunk in _chunks(rows, 1000):
+        db.session.execute(stmt, chunk)
     return len(rows)
+
+
+def _clear_marks(marks: Sequence[tuple[str, int, int]]) -> None:
+    """Delete the marks this run read, unless ingest re-set one meanwhile (its version moved on)."""
+    if not marks:
+        return
+    table = RollupDirty.__table__
+    stmt = delete(table).where(
+        table.c.lot_id == bindparam("l"), table.c.hour_start == bindparam("h"), table.c.version == bindparam("v")
+    )
+    db.session.execute(stmt, [{"l": l, "h": h, "v": v} for l, h, v in marks])
 
 
 def mark_all() -> int:
@@ -185,58 +253,104 @@ def mark_all() -> int:
 
 def utilization(lot: Lot, start: float, end: float, now: float | None = None) -> list[HourFigures]:
     """Hourly figures of a lot for the local hours in [start, end), never staler than the readings."""
+    return next(utilization_of_lots([lot], lambda _: start, lambda _: end, now))[1]
+
+
+def utilization_of_lots(
+    lots: Iterable[Lot],
+    start_for: Callable[[Lot], float],
+    end_for: Callable[[Lot], float],
+    now: float | None = None,
+) -> Iterator[tuple[Lot, list[HourFigures]]]:
+    """(lot, hourly figures for its local hours in [start_for(lot), end_for(lot))) per lot, in
+    order; a few queries per batch of lots instead of several per lot."""
+    for lot, rows in hourly_rows_of_lots(lots, start_for, end_for, now):
+        yield lot, [HourFigures(*row) for row in rows]
+
+
+def hourly_rows_of_lots(
+    lots: Iterable[Lot],
+    start_for: Callable[[Lot], float],
+    end_for: Callable[[Lot], float],
+    now: float | None = None,
+) -> Iterator[tuple[Lot, list[tuple]]]:
+    """As `utilization_of_lots`, each hour as the plain tuple of HourFigures' fields
+    (`HourFigures.as_tuple`): a report of 720,000 lot-hours cannot afford an object per hour."""
     now = time.time() if now is None else now
     stale = float(current_app.config["STALE_AFTER"])
-    hours = hour_starts(lot.timezone, start, end)
-    if not hours:
-        return []
-    bays = bay_count(lot.id)
-    results: list[HourFigures] = []
-    for window in _windows(hours):
-        lo, hi = int(window[0]), int(window[-1])
-        # Marks first: a mark missing now was cleared by a rollup that had already committed
-        # its aggregate (same transaction), so the stored row read next is the current one.
-        dirty = set(
-            db.session.scalars(
-                select(RollupDirty.hour_start).where(
-                    RollupDirty.lot_id == lot.id, RollupDirty.hour_start.between(lo, hi)
-                )
-            )
-        )
-        stored = {
-            row[0]: row
-            for row in db.session.execute(
-                select(*_STORED_COLUMNS).where(
-                    HourlyUtilization.lot_id == lot.id,
-                    HourlyUtilization.hour_start.between(lo, hi),
-                )
-            )
-        }
-        fresh_hours = [h for h in window if int(h) in dirty or h + HOUR > now]
-        fresh = {int(f.hour_start): f for f in compute_hours(lot.id, fresh_hours, stale, now, bays)}
-        for h in window:
-            key = int(h)
-            if key in fresh:
-                results.append(fresh[key])
-            elif key in stored:
-                results.append(_from_row(stored[key]))
-            else:  # no reading could touch this hour: nothing known
-                results.append(HourFigures(h, bays, 0.0, 0.0, HOUR, 0, 0))
-    return results
+    batch: list[tuple[Lot, list[float]]] = []
+    size = 0
+    for lot in lots:
+        hours = hour_starts(lot.timezone, start_for(lot), end_for(lot))
+        if batch and size + len(hours) > BATCH_ROWS:
+            yield from _hourly_rows_batch(batch, stale, now)
+            batch, size = [], 0
+        batch.append((lot, hours))
+        size += len(hours)
+    if batch:
+        yield from _hourly_rows_batch(batch, stale, now)
 
 
-# Read as plain tuples: ORM entities cost more per row than everything else a report does.
+def _hourly_rows_batch(
+    batch: Sequence[tuple[Lot, list[float]]], stale: float, now: float
+) -> Iterator[tuple[Lot, list[tuple]]]:
+    """Rows for a batch of (lot, hour starts): stored, fresh or empty per hour."""
+    spans = [(lot.id, int(hours[0]), int(hours[-1])) for lot, hours in batch if hours]
+    lot_ids = [lot_id for lot_id, _, _ in spans]
+    dirty: dict[str, set[int]] = defaultdict(set)
+    stored: dict[str, dict[int, tuple]] = {}
+    if spans:
+        lo, hi = min(s[1] for s in spans), max(s[2] for s in spans)
+        # Core, not ORM: rows straight from the driver (the ORM's loading cost more than the rest).
+        connection = db.session.connection()
+        for chunk in _chunks(lot_ids, IN_CHUNK):
+            # Marks first: a mark missing now was cleared by a rollup that had already committed
+            # its aggregate (same transaction), so the stored row read next is the current one.
+            for lot_id, hour in connection.execute(
+                select(RollupDirty.lot_id, RollupDirty.hour_start).where(
+                    RollupDirty.lot_id.in_(chunk), RollupDirty.hour_start.between(lo, hi)
+                )
+            ):
+                dirty[lot_id].add(hour)
+            rows = driver_tuples(
+                db.session,
+                select(HourlyUtilization.lot_id, *_STORED_COLUMNS)
+                .where(HourlyUtilization.lot_id.in_(chunk), HourlyUtilization.hour_start.between(lo, hi))
+                .order_by(HourlyUtilization.lot_id),
+            )
+            for lot_id, lot_rows in groupby(rows, key=itemgetter(0)):
+                stored[lot_id] = {row[1]: row[1:] for row in lot_rows}
+            del rows
+    bays = _bay_counts(lot_ids)
+    fresh_hours = {}
+    for lot, hours in batch:
+        # Dirty hours, and the hours not over yet (a tail: hours are ascending).
+        unfinished = bisect_right(hours, now - HOUR)
+        marked = dirty.get(lot.id, ())
+        chosen = [h for h in hours[:unfinished] if h in marked] if marked else []
+        chosen += hours[unfinished:]
+        if chosen:
+            fresh_hours[lot.id] = chosen
+    fresh = compute_lots_hours(fresh_hours, stale, now, bays)
+    for lot, hours in batch:
+        lot_bays = bays.get(lot.id, 0)
+        stored_row = stored.get(lot.id, {}).get
+        fresh_row = {f.hour_start: f.as_tuple() for f in fresh.get(lot.id, ())}.get
+        # Hour starts are whole numbers, so the float h finds the int key of the stored row.
+        rows = [
+            fresh_row(h) or stored_row(h) or (h, lot_bays, 0.0, 0.0, HOUR, 0, 0)  # empty: nothing known
+            for h in hours
+        ]
+        yield lot, rows
+
+
+# A stored aggregate read as the tuple of HourFigures' fields (a stored hour is a whole one).
 _STORED_COLUMNS = (
     HourlyUtilization.hour_start,
     HourlyUtilization.bays,
     HourlyUtilization.occupied_seconds,
     HourlyUtilization.known_seconds,
+    literal(float(HOUR), Float).label("span_seconds"),
     HourlyUtilization.peak_occupied,
     HourlyUtilization.arrivals,
 )
-
-
-def _from_row(row) -> HourFigures:
-    """A stored aggregate (a row of _STORED_COLUMNS) as HourFigures."""
-    hour_start, bays, occupied, known, peak, arrivals = row
-    return HourFigures(float(hour_start), bays, occupied, known, HOUR, peak, arrivals)

@@ -14,7 +14,7 @@ from openpyxl.utils import get_column_letter
 from .models import Lot
 from .occupancy import HourFigures
 from .reports import BUSY_PCT, CSV_COLUMNS, daily_rows, hour_row, summarize
-from .rollup import utilization
+from .rollup import utilization_of_lots
 
 SUMMARY_LABELS = [
     ("mean_occupancy_pct", "Mean occupancy (%)"),
@@ -40,8 +40,7 @@ def build_workbook(lots: Sequence[Lot], start_for, end_for, title: str) -> bytes
     for cell in hourly[1]:
         cell.font = Font(bold=True)
     per_lot: list[tuple[Lot, list[HourFigures]]] = []
-    for lot in lots:
-        figures = utilization(lot, start_for(lot), end_for(lot))
+    for lot, figures in utilization_of_lots(lots, start_for, end_for):
         per_lot.append((lot, figures))
         for f in figures:
             row = hour_row(f, lot.timezone)

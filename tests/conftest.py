@@ -104,6 +104,8 @@ def app(backend, _template_dbs, tmp_path):
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "STALE_AFTER": 1800,
             "LOTS_FILE": str(CITY_FILE),
+            # Tests post a reading and look at the list at once; tests/test_lot_list.py covers the snapshot.
+            "LOTS_SNAPSHOT_SECONDS": 0,
         }
     )
     with app.app_context():

@@ -3,10 +3,14 @@ import csv
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from parking.ingest import Reading, ingest
-from parking.occupancy import local_midnight
+from parking.occupancy import coverage_pct, local_midnight, occupancy_pct
+from parking.reports import _pct_cell
+from parking.rollup import run_rollup
 
 SPRING = local_midnight(__import__("datetime").date(2026, 3, 29), "Europe/Berlin")
 
@@ -118,3 +122,33 @@ def test_pattern(city, client):
     sunday = body["heatmap"][6]
     assert sunday[9] is not None and sunday[3] is None
     assert [d["date"] for d in body["daily"]] == ["2026-03-29"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(whole=st.one_of(st.integers(0, 3600 * 500), st.floats(0, 3600 * 500)), share=st.floats(0, 1))
+def test_csv_percent_text_is_the_rounded_figure(whole, share):
+    part = whole * share
+    occupancy = occupancy_pct(part, whole)
+    assert _pct_cell(part, whole, "") == ("" if occupancy is None else str(occupancy))
+    bays, span = 100, whole / 100
+    assert _pct_cell(part, bays * span, "0.0") == str(coverage_pct(part, bays, span))
+
+
+def test_csv_rows_equal_json_rows_stored_fresh_and_empty(city, client):
+    """Every cell of the CSV is the JSON row's value, for hours read from the stored aggregates
+    (after a rollup), computed on the fly (dirty) and with nothing known."""
+    _day_of_readings()
+    run_rollup()
+    ingest([Reading("GAR-003", True, SPRING + 12 * 3600)], now=SPRING + 3 * 86400)  # one dirty hour again
+    query = "lot=GARAGE&lot=PR-WEST&from=2026-03-29&to=2026-03-30"
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/reports/utilization.csv?{query}").data.decode())))
+    checked = 0
+    for lot in ("GARAGE", "PR-WEST"):
+        json_rows = client.get(f"/api/lots/{lot}/utilization?from=2026-03-29&to=2026-03-30").json["rows"]
+        csv_rows = [r for r in rows if r["lot_id"] == lot]
+        assert len(csv_rows) == len(json_rows) == 23
+        for row, expected in zip(csv_rows, json_rows):
+            for column, value in expected.items():
+                assert row[column] == ("" if value is None else str(value)), (lot, column)
+                checked += 1
+    assert checked == 2 * 23 * 6

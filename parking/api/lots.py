@@ -2,25 +2,22 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import time
-from zoneinfo import ZoneInfo
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from sqlalchemy import and_, func, select
-from sqlalchemy.orm import defer
 
 from ..auth import require_admin
 from ..current import bay_status, lot_states
+from ..lot_list import encode_collection, lot_feature, lot_list
 from ..extensions import Blueprint, db
 from ..lots import LotFileError, import_lots
-from ..models import Bay, Lot
+from ..models import Bay
 from ..models import Reading as ReadingRow
-from ..opening_hours import is_open
 from ..timefmt import iso_utc
 from .common import RangeArgsSchema, lot_or_404, resolve_range
 
@@ -66,37 +63,6 @@ class ImportResultSchema(Schema):
     bays_added = fields.Integer()
 
 
-def lot_closed(lot: Lot, now: float) -> bool:
-    """Whether the lot's opening hours say it is closed now (unknown hours: not closed)."""
-    local = dt.datetime.fromtimestamp(now, ZoneInfo(lot.timezone))
-    return is_open(lot.opening_hours, local) is False
-
-
-def lot_feature(lot: Lot, state, now: float) -> dict:
-    """One lot as a GeoJSON Point feature with its live counts."""
-    return {
-        "type": "Feature",
-        "id": lot.id,
-        "geometry": {"type": "Point", "coordinates": [lot.lon, lot.lat]},
-        "properties": {
-            "name": lot.name,
-            "category": lot.category,
-            "total": state.total,
-            "free": state.free,
-            "occupied": state.occupied,
-            "unknown": state.unknown,
-            "occupancy": state.occupancy,
-            "status": state.status(closed=lot_closed(lot, now)),
-            "updated_at": iso_utc(state.updated_at),
-            "park_and_ride": lot.park_and_ride,
-            "url": lot.url,
-            "address": lot.address,
-            "opening_hours": lot.opening_hours,
-            "timezone": lot.timezone,
-        },
-    }
-
-
 @blp.route("")
 class LotsView(MethodView):
     """The lot list."""
@@ -104,24 +70,22 @@ class LotsView(MethodView):
     @blp.arguments(LotsQueryArgsSchema, location="query")
     @blp.response(200, FeatureCollectionSchema)
     def get(self, args):
-        """Every lot with its free, occupied and unknown bays now."""
-        stale = current_app.config["STALE_AFTER"]
-        now = time.time()
-        # The list shows a point per lot: the outline (geometry) is never needed here.
-        query = select(Lot).options(defer(Lot.geometry)).order_by(Lot.id)
+        """Every lot with its free, occupied and unknown bays now (a snapshot at most
+        LOTS_SNAPSHOT_SECONDS old: see parking.lot_list)."""
+        snapshot = lot_list(current_app).get()
+        if not args:  # the map's request: the whole collection, encoded once per snapshot
+            return Response(snapshot.body, mimetype="application/json")
+        features = snapshot.features
         if "bbox" in args:
             minlon, minlat, maxlon, maxlat = parse_bbox(args["bbox"])
-            query = query.where(Lot.lon.between(minlon, maxlon), Lot.lat.between(minlat, maxlat))
+            features = [f for f in features
+                        if minlon <= f["geometry"]["coordinates"][0] <= maxlon
+                        and minlat <= f["geometry"]["coordinates"][1] <= maxlat]
         if args.get("park_and_ride"):
-            query = query.where(Lot.park_and_ride.is_not(None))
-        lots = db.session.scalars(query).all()
-        states = lot_states(stale, now, lot_ids=[l.id for l in lots] if "bbox" in args else None)
-        features = [lot_feature(lot, states[lot.id], now) for lot in lots]
-        if args.get("park_and_ride"):  # JSON null is stored as SQL NULL or JSON 'null'
             features = [f for f in features if f["properties"]["park_and_ride"]]
         if "min_free" in args:
             features = [f for f in features if f["properties"]["free"] >= args["min_free"]]
-        return {"type": "FeatureCollection", "features": features}
+        return Response(encode_collection(features), mimetype="application/json")
 
     @require_admin
     @blp.response(200, ImportResultSchema)
@@ -132,9 +96,11 @@ class LotsView(MethodView):
         if doc is None:
             abort(400, message="the body must be a GeoJSON FeatureCollection (application/json)")
         try:
-            return import_lots(doc, current_app.config["TIMEZONE"])
+            result = import_lots(doc, current_app.config["TIMEZONE"])
         except LotFileError as exc:
             abort(400, message=exc.message)
+        lot_list(current_app).clear()
+        return result
 
 
 @blp.route("/<lot_id>")
