@@ -280,8 +280,14 @@ def hourly_rows_of_lots(
     stale = float(current_app.config["STALE_AFTER"])
     batch: list[tuple[Lot, list[float]]] = []
     size = 0
+    calendars: dict[tuple, list[float]] = {}  # the lots of a city share their zone and range
     for lot in lots:
-        hours = hour_starts(lot.timezone, start_for(lot), end_for(lot))
+        key = (lot.timezone, start_for(lot), end_for(lot))
+        hours = calendars.get(key)
+        if hours is None:
+            if len(calendars) >= 16:  # lots in many zones or ranges: keep memory bounded
+                calendars.clear()
+            hours = calendars[key] = hour_starts(*key)
         if batch and size + len(hours) > BATCH_ROWS:
             yield from _hourly_rows_batch(batch, stale, now)
             batch, size = [], 0
@@ -316,7 +322,7 @@ def _hourly_rows_batch(
                 db.session,
                 select(HourlyUtilization.lot_id, *_STORED_COLUMNS)
                 .where(HourlyUtilization.lot_id.in_(chunk), HourlyUtilization.hour_start.between(lo, hi))
-                .order_by(HourlyUtilization.lot_id),
+                .order_by(HourlyUtilization.lot_id, HourlyUtilization.hour_start),
             )
             for lot_id, lot_rows in groupby(rows, key=itemgetter(0)):
                 stored[lot_id] = {row[1]: row[1:] for row in lot_rows}
