@@ -27,7 +27,12 @@ def driver_tuples(session: Session, stmt) -> list[tuple]:
     params = compiled.construct_params()
     if compiled.positional:
         params = tuple(params[name] for name in compiled.positiontup)
-    cursor = connection.connection.dbapi_connection.cursor()
+    dbapi_connection = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        # Binary results: numbers arrive as machine values, not text psycopg must parse.
+        cursor = dbapi_connection.cursor(binary=True)
+    else:
+        cursor = dbapi_connection.cursor()
     try:
         cursor.execute(str(compiled), params)
         return cursor.fetchall()
