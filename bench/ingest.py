@@ -12,8 +12,10 @@ Every server runs as its own process on the same UDP port, one at a time; the lo
 Then: each gateway at half the ceiling's rate (latency under normal load), one long run at half
 load sampling the gateway's RSS (is memory flat?), and two gateway processes sharing a database.
 
-Server CPU is read from /proc/<pid>/stat (user + system, all threads) and RSS from
-/proc/<pid>/status, at the start and the end of each measured run.
+Server CPU and RSS count the server's whole process tree (the gateway and its writer process, and
+any other process it started): CPU from /proc/<pid>/stat (user + system, all threads) and RSS from
+/proc/<pid>/status of each process, summed, at the start and the end of each measured run (a
+process that ends mid-run takes its CPU with it: the gateway's writer lives as long as the gateway).
 """
 from __future__ import annotations
 
@@ -62,27 +64,64 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def proc_tree(pid: int) -> list[int]:
+    """The process and all its descendants (from /proc/<pid>/task/*/children), parents first."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for task in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            try:
+                tree += [int(child) for child in task.read_text().split()]
+            except OSError:  # the thread or process ended meanwhile
+                pass
+        index += 1
+    return tree
+
+
+def _one_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _one_status(pid: int, keys: tuple[str, ...]) -> dict[str, float]:
+    """Fields of /proc/<pid>/status in MiB ({} if the process has ended)."""
+    values = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            values[key] = int(value.split()[0]) / 1024
+    return values
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (all their threads)."""
+    return sum(_one_cpu(p) for p in proc_tree(pid))
+
+
 def proc_rss_parts(pid: int) -> str:
-    """RSS split into anonymous memory (heap), file mappings and shared memory, MiB."""
-    parts = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
-            key, value = line.split(":")
-            parts[key[3:].lower()] = int(value.split()[0]) / 1024
-    return ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+    """RSS of the process tree split into anonymous memory (heap), file mappings and shared memory,
+    MiB, and per process."""
+    tree = proc_tree(pid)
+    parts: dict[str, float] = {}
+    for p in tree:
+        for key, value in _one_status(p, ("RssAnon", "RssFile", "RssShmem")).items():
+            parts[key[3:].lower()] = parts.get(key[3:].lower(), 0.0) + value
+    each = " + ".join(f"{_one_status(p, ('VmRSS',)).get('VmRSS', 0.0):.1f}" for p in tree)
+    return ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + f"; per process {each}"
 
 
 def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of a process and its descendants, summed (shared library pages count once per process)."""
+    tree = proc_tree(pid)
+    values = [_one_status(p, ("VmRSS",)).get("VmRSS") for p in tree]
+    found = [v for v in values if v is not None]
+    return sum(found) if found else float("nan")
 
 
 class Server:
@@ -115,7 +154,7 @@ class Server:
         return self.proc.pid
 
     def sample(self) -> tuple[float, float, float]:
-        """(wall clock, CPU seconds, RSS MiB)."""
+        """(wall clock, CPU seconds, RSS MiB) of the server's process tree."""
         return time.perf_counter(), proc_cpu(self.pid), proc_rss_mib(self.pid)
 
     def stop(self) -> None:

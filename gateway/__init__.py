@@ -1,2 +1,3 @@
-"""The CoAP side: the gateway sensors post to (`server`, `resources`, `writer`, `transport`),
-payload decoding (`payloads`), and the simulated sensors (`simulator`, `profiles`)."""
+"""The CoAP side: the gateway sensors post to (`server`, `resources`, `writer` with its
+`writer_process`, `transport`), payload decoding (`payloads`), and the simulated sensors
+(`simulator`, `profiles`)."""

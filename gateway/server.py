@@ -6,8 +6,9 @@ for running it inside another process, and the `parking-gateway` console script
 (`build_parser`, `start_with_options`, `main`).
 
 The parts it puts together live beside it: the resources and the Site in `gateway.resources`,
-the writer in `gateway.writer`, the UDP transport settings in `gateway.transport`; payload
-decoding in `gateway.payloads`, storage rules in `parking.ingest`.
+the writer in `gateway.writer` (the event loop's side) and `gateway.writer_process` (the
+process that stores), the UDP transport settings in `gateway.transport`; payload decoding in
+`gateway.payloads`, storage rules in `parking.ingest`.
 """
 from __future__ import annotations
 
@@ -84,12 +85,12 @@ class Gateway:
         # aiocoap logs every refused request and duplicate at INFO: that costs throughput under
         # load, and the periodic summary says the same in one line.
         logging.getLogger("parking.gateway.aiocoap").setLevel(logging.DEBUG if self.verbose else logging.WARNING)
-        self.writer = Writer(self.app, loop, on_commit=self._committed, **self.options)
+        self.writer = Writer(self.app, loop, on_commit=self._lots_changed, **self.options)
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="coap-reader")
         self.lots = LotResource(self)
         site = build_site(OccupancyResource(self), self.lots)
-        self.writer.start()
         try:
+            await self.writer.start()
             self.context, self.manager = await _server_context(site, host, port, self.dedup_window)
             self.receive_buffer, self.address = _tune_transport(self.manager)
         except BaseException:
@@ -118,7 +119,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._refresher is not None:
             await asyncio.gather(self._refresher, return_exceptions=True)
-        await asyncio.to_thread(self.writer.stop)
+        await self.writer.stop()
         # Let the handlers whose futures the writer settled last send their answers.
         deadline = time.monotonic() + 5
         while self.inflight and time.monotonic() < deadline:
@@ -131,7 +132,7 @@ class Gateway:
     async def _stop_threads(self) -> None:
         """Stop the writer (if `shutdown` has not already) and the readers."""
         if self.writer is not None:
-            await asyncio.to_thread(self.writer.stop)
+            await self.writer.stop()
         if self._readers is not None:
             await asyncio.to_thread(self._readers.shutdown)
 
@@ -144,7 +145,7 @@ class Gateway:
         """The health probe registered in app.extensions["parking_parts"] (called from any thread)."""
         return {
             "status": "ok" if self.writer.available else "storage_unavailable",
-            "queue": self.writer.queue.qsize(),
+            "queue": self.writer.queued,
             "answered": dict(self.answers),
             "dedup_entries": self.manager.dedup_entries if self.manager else 0,
             "receive_buffer": self.receive_buffer,
@@ -166,15 +167,9 @@ class Gateway:
             stamp = time.time()
             return stamp, lot_states(self.app.config["STALE_AFTER"], now=stamp, lot_ids=lot_ids)
 
-    def _committed(self, lots: set[str]) -> None:
-        """Called by the writer after a commit that stored readings of these lots."""
-        try:
-            self.writer.loop.call_soon_threadsafe(self._lots_changed, lots)
-        except RuntimeError:
-            pass
-
     def _lots_changed(self, lots: set[str]) -> None:
-        """Re-read the observed lots among `lots`, coalescing bursts of commits into one read."""
+        """After a commit that stored readings of these lots (on the loop): re-read the observed
+        ones among them, coalescing bursts of commits into one read."""
         wanted = lots & self.lots.observed
         if not wanted or self.closing:
             return
@@ -219,7 +214,7 @@ class Gateway:
                     "last %.0f s: answers %s; %d readings, %d new; queue %d; group mean %.1f ms, max so far %.1f ms",
                     self.summary_interval, " ".join(f"{k}×{v}" for k, v in counts.items()),
                     current.readings - stats.readings, current.stored - stats.stored,
-                    self.writer.queue.qsize(), mean, current.commit_max * 1000,
+                    self.writer.queued, mean, current.commit_max * 1000,
                 )
             answers, stats = now, WriterStats(**vars(current))
 

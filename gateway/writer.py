@@ -1,52 +1,61 @@
-"""The gateway's writer: the only place the gateway stores readings.
+"""The gateway's side of its writer process: handing requests over and settling their answers.
 
-This module owns `Writer`, a thread with its own database connection (`_writer_engine`) that
-stores readings through `parking.ingest` in small groups, one commit each; the event loop never
-waits on the database, it awaits a future the writer settles after the commit that holds the
-request's readings (`_settle_futures`). Also here: rolling a failed group back, telling an
-unreachable or locked database (5.03, `storage_unavailable`) from a bug (5.00), and the limits
-of the queue, the groups and the lock wait.
+This module owns `Writer`, which the event loop uses as if it stored readings itself: `submit`
+returns a future that is settled only after the commit holding the request's readings (or with
+the request's 4.00 / 4.04 / 5.03 / 5.00). The storing happens in a separate process
+(`python -m gateway.writer_process`, started with `subprocess`, i.e. spawned, never forked: the
+gateway has threads and an event loop), so that the database work does not compete with the event loop
+for one interpreter lock. Also here: the limits of the queue and the groups, the flow of groups
+over the socket (at most `IN_FLIGHT` groups with the writer: one being stored, one waiting, so
+that it never idles while the loop is busy and what arrives meanwhile forms the next group), and
+what happens when the writer process dies (every request it held is answered 5.03, a new one is
+started).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import queue
-import threading
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 from aiocoap import error
 from flask import Flask
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
 
-from parking import ingest
-
+from . import writer_process as wp
 from .resources import RETRY_AFTER, Unavailable
+
+# Used by gateway.server (and so by the web app's reads): one definition, in the writer process.
+storage_unavailable = wp.storage_unavailable
+_writer_engine = wp._writer_engine
+CONNECT_TIMEOUT = wp.CONNECT_TIMEOUT
 
 log = logging.getLogger("parking.gateway")
 
 BUSY_RETRY_AFTER = 1  # Max-Age (s) of a 5.03 when the queue is full
+RESTART_RETRY_AFTER = 1  # Max-Age (s) of a 5.03 while the writer process is being restarted
 # Requests waiting for the writer; beyond this the gateway answers 5.03 instead of growing.
 QUEUE_LIMIT = 5_000
 # Requests per commit: large enough to amortise a commit, small enough that a group is stored
 # well inside the 0.1 s after which aiocoap stops piggy-backing the answer on the ACK.
 GROUP_LIMIT = 64
+# Groups handed to the writer process and not yet answered: the one it stores and the next.
+IN_FLIGHT = 2
 # How long the writer waits for a locked database (or PostgreSQL for a lock) before answering
 # 5.03; the web app's default of 10 s would stall every sensor behind one long transaction.
 LOCK_TIMEOUT = 2.0
-CONNECT_TIMEOUT = 3  # seconds for a PostgreSQL connection attempt
-
-
-def storage_unavailable(exc: BaseException) -> bool:
-    """Whether a database error means 'unreachable or locked' (5.03) rather than a bug (5.00)."""
-    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+# A writer process that dies sooner than this after its start is restarted after a pause that
+# doubles each time (up to RESTART_PAUSE_MAX), so a broken set-up does not spin.
+QUICK_DEATH = 10.0
+RESTART_PAUSE_MAX = 30.0
+# How long a new writer process may take to import and build its app (about 1-2 s).
+START_TIMEOUT = 60.0
+# The configuration the writer process rebuilds its app from.
+CHILD_CONFIG = ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS", "STALE_AFTER", "TIMEZONE", "TESTING")
 
 
 @dataclass(eq=False, slots=True)
@@ -60,7 +69,7 @@ class _Job:
 
 @dataclass
 class WriterStats:
-    """Counters kept by the writer thread (read, never written, by others)."""
+    """Counters of what the writer process did, kept on the event loop (read, never written, by others)."""
 
     requests: int = 0
     readings: int = 0
@@ -70,211 +79,255 @@ class WriterStats:
     commit_max: float = 0.0
 
 
-_STOP = object()
+class _Link(asyncio.Protocol):
+    """The gateway's end of the socket to one writer process: messages in, end of file."""
+
+    def __init__(self, writer: Writer):
+        self.writer = writer
+        self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        for message in wp.unframe(self._buffer):
+            if message[0] == wp.DONE:
+                self.writer._answered(message)
+            elif not self.ready.done():
+                self.ready.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False  # close our end too: connection_lost follows
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.writer._link_lost(self)
+
+    def send(self, message) -> None:
+        self.transport.write(wp.frame(message))
 
 
 class Writer:
-    """Stores requests in small groups on its own thread and database connection.
+    """Stores requests in small groups in a writer process with its own database connection.
 
-    Each request is validated on its own (`ingest.prepare`: 4.00 / 4.04 for that request only);
-    the valid ones of a group are stored with one `ingest.store` and one commit; then every
-    request's future is settled on the event loop. A database error rolls the group back and
-    answers it 5.03; the next group tries again, so the gateway recovers without a restart.
+    Each request is validated on its own there (`ingest.prepare`: 4.00 / 4.04 for that request
+    only); the valid ones of a group are stored with one `ingest.store` and one commit; then every
+    request's future is settled here, on the event loop. A database error rolls the group back and
+    answers it 5.03; the next group tries again, so the gateway recovers without a restart. If the
+    writer process dies, what it held is answered 5.03 and a new process is started.
     """
 
     def __init__(self, app: Flask, loop: asyncio.AbstractEventLoop, *, lock_timeout: float,
                  queue_limit: int, group_limit: int, on_commit):
-        self.app = app
         self.loop = loop
-        self.queue: queue.Queue = queue.Queue(queue_limit)
+        self.lock_timeout = lock_timeout
+        self.queue_limit = queue_limit
         self.group_limit = group_limit
-        self.on_commit = on_commit
+        self.on_commit = on_commit  # called on the loop with the ids of the lots a commit changed
+        self.config = {k: app.config[k] for k in CHILD_CONFIG if k in app.config}
         self.stats = WriterStats()
         self.available = True
-        self.stale_after = float(app.config["STALE_AFTER"])
-        self.engine = _writer_engine(app.config, lock_timeout)
-        self.directory = ingest.BayDirectory()
-        self._thread = threading.Thread(target=self._run, name="coap-writer", daemon=True)
+        self.queued = 0  # requests waiting for the writer (not in the group it is storing)
+        self.restarts = 0
+        self.process = None
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._in_flight: collections.deque[list[_Job]] = collections.deque()
+        self._link: _Link | None = None
+        self._started_at = 0.0
+        self._pause = 1.0
+        self._restarter: asyncio.Task | None = None
+        self._stopping = False
 
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id (None before start)."""
+        return self.process.pid if self.process is not None else None
+
+    async def start(self) -> None:
+        """Start the writer process; returns once it has built its app (it connects on the first group).
+
+        A fresh interpreter (`python -m gateway.writer_process`), not multiprocessing: its "spawn"
+        would import the gateway's main module again in the child, which fails for a script
+        without a main guard. Its own process group: Ctrl-C in a terminal reaches the gateway,
+        which then stops it cleanly.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.writer_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, process_group=0,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the child has its own copy: our end sees EOF when it exits
+        self.process, self._started_at = process, time.monotonic()
+        _, link = await self.loop.create_unix_connection(lambda: _Link(self), sock=ours)
+        link.send((wp.INIT, self.config, self.lock_timeout, logging.getLogger("parking.gateway").getEffectiveLevel()))
+        try:
+            await asyncio.wait([link.ready, link.lost], timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            if not link.ready.done():
+                raise RuntimeError(f"the writer process did not start (exit code {process.poll()})")
+        except BaseException:
+            link.transport.abort()
+            process.kill()
+            await asyncio.to_thread(process.wait, 5)
+            raise
+        self._link = link
+        self._pump()
 
     def submit(self, readings: list, received_at: float) -> asyncio.Future:
         """Queue one request (event loop only); the future is settled once it is stored or refused."""
+        if self._link is None:
+            raise Unavailable(f"storage restarting: retry in {RESTART_RETRY_AFTER} s", RESTART_RETRY_AFTER)
+        if self.queued >= self.queue_limit:
+            raise Unavailable("gateway busy: too many requests waiting", BUSY_RETRY_AFTER)
         job = _Job(readings, received_at, self.loop.create_future())
-        try:
-            self.queue.put_nowait(job)
-        except queue.Full:
-            raise Unavailable("gateway busy: too many requests waiting", BUSY_RETRY_AFTER) from None
+        self._pending.append(job)
+        self.queued += 1
+        self._pump()
         return job.future
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Store what is queued, then end the thread and close its connections (blocking)."""
-        if self._thread.is_alive():
-            self.queue.put(_STOP, timeout=timeout)
-            self._thread.join(timeout)
-        self.engine.dispose()
+    def _pump(self, limit: int = IN_FLIGHT) -> None:
+        """Hand waiting requests to the writer, a group per message, while it holds fewer than `limit`."""
+        link = self._link
+        while self._pending and link is not None and len(self._in_flight) < limit:
+            count = min(len(self._pending), self.group_limit)
+            group = [self._pending.popleft() for _ in range(count)]
+            self._in_flight.append(group)
+            link.send((wp.GROUP, [(job.received_at, [(r.bay, r.occupied, r.ts, r.seq, r.battery) for r in job.readings])
+                                  for job in group]))
+        self._count_queued()
 
-    def _run(self) -> None:
-        """Take groups off the queue until told to stop."""
-        with self.app.app_context(), Session(self.engine) as session:
-            stopping = False
-            while not stopping:
-                group = [self.queue.get()]
-                if group[0] is _STOP:
-                    break
-                while len(group) < self.group_limit:
-                    try:
-                        job = self.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is _STOP:
-                        stopping = True
-                        break
-                    group.append(job)
-                self._write(session, group)
+    def _count_queued(self) -> None:
+        """Requests waiting: not sent yet, or sent behind the group being stored."""
+        behind = sum(len(group) for group in self._in_flight) - len(self._in_flight[0]) if self._in_flight else 0
+        self.queued = len(self._pending) + behind
 
-    def _write(self, session: Session, group: list[_Job]) -> None:
-        """Validate, store and commit one group, then settle its futures."""
-        started = time.perf_counter()
-        outcomes: list[Exception | None] = [None] * len(group)
-        result = None
-        try:
-            # One query for the group's bays not yet cached, instead of one per request in prepare.
-            self.directory.lookup(session, {r.bay for job in group for r in job.readings})
-            valid = []
-            for index, job in enumerate(group):
-                try:
-                    valid += ingest.prepare(session, job.readings, now=job.received_at, directory=self.directory)
-                except ingest.UnknownBay as exc:
-                    outcomes[index] = error.NotFound(exc.message)
-                except ingest.InvalidReading as exc:
-                    outcomes[index] = error.BadRequest(exc.message)
-            if valid:
-                # One receipt time per group: its requests arrived within milliseconds of each other.
-                received_at = max(job.received_at for job in group)
-                result = ingest.store(session, valid, received_at=received_at,
-                                      stale_after=self.stale_after, directory=self.directory)
-            session.commit()
-        except Exception as exc:  # noqa: BLE001 - every failure must still answer every request
-            _rollback(session)
-            if storage_unavailable(exc):
-                self._set_available(False, exc)
-                # Whatever is queued would fail the same way: answer it now rather than one
-                # lock timeout per group later.
-                group = group + self._drain()
-                outcomes = [Unavailable(f"storage unavailable: retry in {RETRY_AFTER} s") for _ in group]
-            else:
-                log.error("could not store a group of %d requests", len(group), exc_info=exc)
-                self.directory.forget()
-                outcomes = [error.InternalServerError("could not store: internal error") for _ in group]
-        else:
-            self._set_available(True)
-        elapsed = time.perf_counter() - started
-        self._count(group, result, elapsed)
-        self._settle(group, outcomes)
-        if result is not None and result.lots:
-            self.on_commit(result.lots)
-
-    def _drain(self) -> list[_Job]:
-        """Every job queued right now (a stop marker is put back for `_run`)."""
-        jobs = []
-        while True:
-            try:
-                job = self.queue.get_nowait()
-            except queue.Empty:
-                return jobs
-            if job is _STOP:
-                self.queue.put_nowait(_STOP)
-                return jobs
-            jobs.append(job)
-
-    def _settle(self, group: list[_Job], outcomes: list) -> None:
-        """Hand the outcomes to the event loop in one wake-up."""
-        try:
-            self.loop.call_soon_threadsafe(_settle_futures, group, outcomes)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    def _set_available(self, available: bool, exc: BaseException | None = None) -> None:
-        """Log each change of the database's reachability once, not once per group."""
-        if available and not self.available:
-            log.warning("database reachable again; storing readings")
-        elif not available and self.available:
-            log.warning("database unavailable, answering 5.03: %s", _first_line(exc))
-            self.directory.forget()
-        self.available = available
-
-    def _count(self, group: list[_Job], result, elapsed: float) -> None:
-        """Update the counters behind the periodic summary."""
+    def _answered(self, message) -> None:
+        """One group's answer from the writer: settle its futures, then send what waits."""
+        _, outcomes, stored, seconds, available, lots = message
+        group = self._in_flight.popleft()
         stats = self.stats
         stats.requests += len(group)
         stats.readings += sum(len(job.readings) for job in group)
-        stats.stored += result.stored if result is not None else 0
+        stats.stored += stored
         stats.groups += 1
-        stats.commit_seconds += elapsed
-        stats.commit_max = max(stats.commit_max, elapsed)
+        stats.commit_seconds += seconds
+        stats.commit_max = max(stats.commit_max, seconds)
+        self.available = available
+        for job, outcome in zip(group, outcomes):
+            if job.future.done():  # the request was cancelled
+                continue
+            if outcome is None:
+                job.future.set_result(None)
+            else:
+                job.future.set_exception(_refusal(*outcome))
+        if not available:
+            # Whatever waits would fail the same way: answer it now rather than one lock timeout
+            # per group later. The next request tries the database again.
+            self._fail(self._take_pending(), lambda: _refusal(wp.UNAVAILABLE, None))
+        self._pump()
+        if lots:
+            self.on_commit(set(lots))
 
+    def _take_pending(self) -> list[_Job]:
+        jobs = list(self._pending)
+        self._pending.clear()
+        return jobs
 
-def _settle_futures(group: list[_Job], outcomes: list) -> None:
-    """Resolve each request's future (on the event loop); a cancelled request is skipped."""
-    for job, outcome in zip(group, outcomes):
-        if job.future.done():
-            continue
-        if outcome is None:
-            job.future.set_result(None)
+    @staticmethod
+    def _fail(jobs: list[_Job], refusal) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(refusal())
+
+    def _link_lost(self, link: _Link) -> None:
+        """The writer process's socket ended: it exited (on stop) or died."""
+        if link is not self._link:
+            return
+        self._link = None
+        outstanding = [job for group in self._in_flight for job in group] + self._take_pending()
+        self._in_flight.clear()
+        self.queued = 0
+        if self._stopping:
+            self._fail(outstanding, lambda: Unavailable("gateway shutting down"))
+            return
+        # Its readings may or may not be committed: a retry is stored once (seq or ts + state).
+        self.available = False
+        self._fail(outstanding, lambda: Unavailable(f"storage restarting: retry in {RESTART_RETRY_AFTER} s",
+                                                    RESTART_RETRY_AFTER))
+        log.error("writer process %s ended unexpectedly; %d requests answered 5.03; starting a new one",
+                  self.pid, len(outstanding))
+        self._restarter = self.loop.create_task(self._restart(), name="gateway: writer restart")
+
+    async def _restart(self) -> None:
+        """Reap the dead writer process and start a new one (after a pause if it died young)."""
+        old = self.process
+        try:
+            code = await asyncio.to_thread(old.wait, 5)
+        except subprocess.TimeoutExpired:  # its socket closed, yet it lives: end it
+            old.kill()
+            code = await asyncio.to_thread(old.wait, 5)
+        log.error("writer process %s exit code %s", old.pid, code)
+        if time.monotonic() - self._started_at < QUICK_DEATH:
+            await asyncio.sleep(self._pause)
+            self._pause = min(self._pause * 2, RESTART_PAUSE_MAX)
         else:
-            job.future.set_exception(outcome)
+            self._pause = 1.0
+        while not self._stopping:
+            try:
+                await self.start()
+            except Exception as exc:  # noqa: BLE001 - try again later
+                log.error("could not start a writer process: %s", exc)
+                await asyncio.sleep(self._pause)
+                self._pause = min(self._pause * 2, RESTART_PAUSE_MAX)
+                continue
+            self.restarts += 1
+            self.available = True
+            log.warning("writer process %s started", self.pid)
+            return
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Store what is queued, then end the writer process and close its connection."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._restarter is not None and not self._restarter.done():
+            self._restarter.cancel()
+            await asyncio.gather(self._restarter, return_exceptions=True)
+        link = self._link
+        if link is not None:
+            self._pump(limit=len(self._pending) + len(self._in_flight) + 1)  # everything waiting
+            link.send((wp.STOP,))
+            try:
+                await asyncio.wait_for(asyncio.shield(link.lost), timeout)
+            except asyncio.TimeoutError:
+                log.error("writer process did not stop within %.0f s", timeout)
+                link.transport.abort()
+        process = self.process
+        if process is not None:
+            try:
+                await asyncio.to_thread(process.wait, 5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait, 5)
 
 
-def _rollback(session: Session) -> None:
-    """Roll back; a connection that died mid-transaction may fail even that, and is dropped."""
-    try:
-        session.rollback()
-    except Exception:  # noqa: BLE001
-        session.close()
-
-
-def _first_line(exc: BaseException | None) -> str:
-    """An exception as one short line for the log."""
-    text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:200]
-
-
-def _writer_engine(config, lock_timeout: float):
-    """The writer's own engine: one connection that waits at most `lock_timeout` for a lock.
-
-    Separate from the web app's pool so that its short lock timeout cannot leak into web requests.
-    """
-    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
-    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    connect_args = dict(options.pop("connect_args", {}))
-    if url.get_backend_name() == "postgresql":
-        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
-        connect_args["options"] = f"-c lock_timeout={int(lock_timeout * 1000)}"
-    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
-        options.setdefault("pool_size", 1)
-        options.setdefault("max_overflow", 1)
-    options.setdefault("pool_pre_ping", True)
-    engine = create_engine(url, connect_args=connect_args, **options)
-    if url.get_backend_name() == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, connection_record):  # noqa: ARG001
-            # Runs after parking's own connect hook (engine listeners follow class-wide ones),
-            # so it overrides that hook's 10 s for this engine only.
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
-            cursor.close()
-            # The driver would BEGIN a deferred transaction; `_begin` below starts it instead.
-            dbapi_connection.isolation_level = None
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection):
-            # A deferred transaction that read first and then writes while another connection
-            # writes fails at once, without waiting for busy_timeout; BEGIN IMMEDIATE takes the
-            # write lock up front, where the wait applies.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+def _refusal(code: str, text: str | None) -> error.Error:
+    """The CoAP error for a request the writer refused."""
+    if code == wp.NOT_FOUND:
+        return error.NotFound(text)
+    if code == wp.BAD_REQUEST:
+        return error.BadRequest(text)
+    if code == wp.UNAVAILABLE:
+        return Unavailable(f"storage unavailable: retry in {RETRY_AFTER} s")
+    return error.InternalServerError(text)

@@ -1,5 +1,6 @@
 """A gateway killed with SIGKILL under load loses no reading it acknowledged (contract §3: 2.04
-means committed), and a restarted one carries on: the real gateway as its own process."""
+means committed), leaves no writer process behind, and a restarted one carries on: the real
+gateway as its own process."""
 from __future__ import annotations
 
 import asyncio
@@ -99,17 +100,40 @@ async def one_post(port: int, reading: dict) -> Message:
         await context.shutdown()
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of a process (from /proc/<pid>/task/*/children)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def ended(pid: int) -> bool:
+    """Whether a process has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
 def test_sigkill_under_load_loses_no_acknowledged_reading(city, tmp_path):
     url = city.config["SQLALCHEMY_DATABASE_URI"]
     port = free_udp_port()
     log = tmp_path / "gateway.log"
     proc = start(url, port, log)
+    writers = children(proc.pid)
     try:
         acknowledged, sent = asyncio.run(load(port, proc, kill_after=1.5))
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
         proc.kill()
     assert len(acknowledged) >= 20, f"too little load to mean anything ({len(acknowledged)} of {sent})"
+    # The writer process sees its socket end, finishes its group and exits: no orphan.
+    assert writers, "the gateway had no writer process"
+    deadline = time.monotonic() + 15
+    while not all(map(ended, writers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(ended, writers)), f"writer process(es) {writers} outlived the gateway"
 
     db.session.rollback()
     rows = {(b, ts, occ) for b, ts, occ in db.session.execute(select(Row.bay_id, Row.ts, Row.occupied))}

@@ -161,3 +161,112 @@ def test_senml_time_defaults_to_the_clock():
     before = time.time()
     (reading,) = decode(j([{"n": "urn:dev:bay:A:presence", "vb": True}]), 110)
     assert before <= reading.ts <= before + 5
+
+
+# --- the fast path agrees with the schema -------------------------------------------------------
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gateway.payloads import _fast_readings, _parse_cbor, _parse_json, _schema_readings  # noqa: E402
+
+FIELDS = ["bay", "occupied", "ts", "seq", "battery"]
+# Values near every boundary the schema draws, of every type JSON and CBOR can produce.
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from([99, 100, 101, 2**32 - 1, 2**32, -(2**32), 2**53, 2**1023, 2**1024, -(2**1100), 10**400]),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1763900000.0, 4.0, -0.0, 1e308, float("nan"), float("inf")]),
+    st.from_regex(r"\A[A-Za-z0-9_-]{1,66}\Z"),
+    st.sampled_from(["A", "A\n", "", "A B", "X" * 64, "X" * 65, "é", "true", "1763900000"]),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+keys = st.one_of(st.sampled_from(FIELDS), st.sampled_from(["n", "vb", "colour", "Bay", ""]), st.integers(-2, 2), st.text(max_size=3))
+
+
+@st.composite
+def reading_maps(draw):
+    """Maps that are mostly near-valid readings: the required keys usually there, extra keys rare."""
+    item = {}
+    for key in FIELDS:
+        if draw(st.integers(0, 9)) < (8 if key in ("bay", "occupied") else 5):
+            if key == "bay":
+                item[key] = draw(st.one_of(st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z"), values))
+            elif key == "occupied":
+                item[key] = draw(st.one_of(st.booleans(), values))
+            else:
+                item[key] = draw(values)
+    if draw(st.integers(0, 9)) == 0:
+        item[draw(keys)] = draw(values)
+    return item
+
+
+documents = st.one_of(
+    reading_maps(),
+    st.lists(reading_maps(), max_size=4),
+    st.lists(st.one_of(reading_maps(), values), max_size=3),
+    values,
+)
+
+
+def schema_outcome(document):
+    """What the schema path makes of a document: its readings, or its refusal's text."""
+    try:
+        return _schema_readings(document)
+    except PayloadError as exc:
+        return exc.message
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents)
+@example({"bay": "A", "occupied": True, "ts": 2**1024})
+@example({"bay": b"A", "occupied": True})
+@example({"bay": "A", "occupied": True, "ts": 5})
+@example([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": False, "battery": True}])
+def test_fast_path_takes_only_what_the_schema_takes_and_gives_the_same(document):
+    fast = _fast_readings(document)
+    if fast is not None:
+        assert fast == schema_outcome(document)
+        assert [type(r.ts) for r in fast] == [type(r.ts) for r in schema_outcome(document)]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(reading_maps(), st.lists(reading_maps(), max_size=4)), st.sampled_from([50, 60]))
+def test_decode_answers_as_the_schema_does(document, fmt):
+    """Over the wire: the same readings, or a refusal with the same text, as the schema alone."""
+    if fmt == 50:
+        try:
+            payload = json.dumps(document, allow_nan=True).encode()
+        except TypeError:  # bytes have no JSON form
+            payload = cbor2.dumps(document)
+            fmt = 60
+    else:
+        payload = cbor2.dumps(document)
+    try:  # the reference: the same parser, then the schema for every document
+        expected = schema_outcome(_parse_cbor(payload) if fmt == 60 else _parse_json(payload))
+    except PayloadError as exc:
+        expected = exc.message
+    try:
+        got = decode(payload, fmt, now=NOW)
+    except PayloadError as exc:
+        got = exc.message
+    assert got == expected
+
+
+@given(st.lists(st.builds(
+    lambda bay, occupied, ts, seq, battery: {k: v for k, v in
+                                             {"bay": bay, "occupied": occupied, "ts": ts, "seq": seq, "battery": battery}.items()
+                                             if v is not ...},
+    st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z"), st.booleans(),
+    st.one_of(st.just(...), st.none(), st.floats(0, 2e9), st.integers(0, 2**31)),
+    st.one_of(st.just(...), st.none(), st.integers(0, 2**32 - 1)),
+    st.one_of(st.just(...), st.none(), st.integers(0, 100)),
+), min_size=1, max_size=5))
+def test_valid_plain_readings_take_the_fast_path(items):
+    assert _fast_readings(items) == schema_outcome(items)
+    assert _fast_readings(items[0]) == schema_outcome(items[0])

@@ -1,0 +1,332 @@
+"""The gateway's writer process: the only place the gateway stores readings.
+
+This module owns what runs in the process `gateway.writer.Writer` starts (`python -m
+gateway.writer_process FD`, FD its end of a socket pair; `main`): its
+own app (`parking.create_app` with the gateway's database settings) and database connection
+(`_writer_engine`, with its lock timeout, `BEGIN IMMEDIATE` on SQLite and a small SQLite page
+cache), and the loop that takes one group of requests at a time off the socket, validates each
+request against the bays (`ingest.prepare`), stores the valid ones with one `ingest.store` and
+one commit, and answers the group with one outcome per request. Also here: telling an
+unreachable or locked database (5.03, `storage_unavailable`) from a bug (5.00), rolling a failed
+group back, and the wire format both sides speak (`frame`, `Channel`).
+
+The parent (the event loop) never touches the database for a POST; this process never touches
+CoAP. It lives exactly as long as its socket: end of file (the gateway stopped, or was killed)
+makes it finish the group it is storing and exit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+log = logging.getLogger("parking.gateway.writer")
+
+CONNECT_TIMEOUT = 3  # seconds for a PostgreSQL connection attempt
+# SQLite page cache of the writer's connection, KiB. parking's connect hook asks for 64 MiB, which
+# the writer's connection filled at the rate the database grew (≈3 MiB/min under load: RSS never
+# levelled off); the pages it needs per group (index leaves and bay rows) are a few hundred.
+WRITER_CACHE_KIB = 8 * 1024
+# Set to a file name, the writer process profiles itself (cProfile) and dumps the stats there on
+# exit: used by `python -m bench.profile_gateway`.
+PROFILE_ENV = "PARKING_WRITER_PROFILE"
+
+# Outcome codes of one request, as sent back to the gateway (None means stored: 2.04).
+NOT_FOUND, BAD_REQUEST, UNAVAILABLE, INTERNAL = "4.04", "4.00", "5.03", "5.00"
+
+# Messages. gateway → writer: (INIT, app config, lock timeout, log level) first, then
+# (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …]), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per group, in order: (DONE,
+# outcomes, stored, seconds, available, changed lot ids), outcomes one per request: None or
+# (code, text).
+INIT, GROUP, STOP, READY, DONE = "init", "group", "stop", "ready", "done"
+_HEADER = struct.Struct("!I")
+
+
+def frame(message) -> bytes:
+    """One message as bytes on the socket: its length, then its pickle."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(body)) + body
+
+
+def unframe(buffer: bytearray) -> list:
+    """The complete messages at the start of `buffer`, removed from it."""
+    messages, start, size = [], 0, len(buffer)
+    while size - start >= 4:
+        (length,) = _HEADER.unpack_from(buffer, start)
+        if size - start - 4 < length:
+            break
+        messages.append(pickle.loads(memoryview(buffer)[start + 4 : start + 4 + length]))
+        start += 4 + length
+    del buffer[:start]
+    return messages
+
+
+class Channel:
+    """The writer's end of the socket: blocking reads of whole messages, and replies."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.sock.setblocking(True)
+        self._buffer = bytearray()
+        self._ready: list = []
+
+    def receive(self, wait: bool = True):
+        """The next message; None at end of file (or when not `wait`ing and none is there)."""
+        while not self._ready:
+            if not wait and not select.select([self.sock], [], [], 0)[0]:
+                return None
+            try:
+                data = self.sock.recv(1 << 16)
+            except ConnectionError:
+                data = b""
+            if not data:
+                return None
+            self._buffer += data
+            self._ready = unframe(self._buffer)
+        return self._ready.pop(0)
+
+    def send(self, message) -> bool:
+        """Send one message; False when the gateway is gone."""
+        try:
+            self.sock.sendall(frame(message))
+        except OSError:
+            return False
+        return True
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means 'unreachable or locked' (5.03) rather than a bug (5.00)."""
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Store:
+    """One group at a time through `parking.ingest`, on its own session; what each request gets."""
+
+    def __init__(self, app, lock_timeout: float):
+        from parking import ingest
+
+        self.ingest = ingest
+        self.app = app
+        self.stale_after = float(app.config["STALE_AFTER"])
+        self.engine = _writer_engine(app.config, lock_timeout)
+        self.directory = ingest.BayDirectory()
+        self.available = True
+
+    def write(self, session, group: list[tuple]) -> tuple[list, int, set]:
+        """Validate, store and commit one group of (received_at, readings) requests.
+
+        Returns one outcome per request, how many readings were new, and the lots they changed.
+        """
+        ingest = self.ingest
+        Reading = ingest.Reading
+        jobs = [(received_at, [Reading(*r) for r in readings]) for received_at, readings in group]
+        outcomes: list = [None] * len(jobs)
+        result = None
+        try:
+            # One query for the group's bays not yet cached, instead of one per request in prepare.
+            self.directory.lookup(session, {r.bay for _, readings in jobs for r in readings})
+            valid = []
+            for index, (received_at, readings) in enumerate(jobs):
+                try:
+                    valid += ingest.prepare(session, readings, now=received_at, directory=self.directory)
+                except ingest.UnknownBay as exc:
+                    outcomes[index] = (NOT_FOUND, exc.message)
+                except ingest.InvalidReading as exc:
+                    outcomes[index] = (BAD_REQUEST, exc.message)
+            if valid:
+                # One receipt time per group: its requests arrived within milliseconds of each other.
+                received_at = max(received_at for received_at, _ in jobs)
+                result = ingest.store(session, valid, received_at=received_at,
+                                      stale_after=self.stale_after, directory=self.directory)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001 - every failure must still answer every request
+            _rollback(session)
+            if storage_unavailable(exc):
+                self.set_available(False, exc)
+                return [(UNAVAILABLE, None)] * len(jobs), 0, set()
+            log.error("could not store a group of %d requests", len(jobs), exc_info=exc)
+            self.directory.forget()
+            return [(INTERNAL, "could not store: internal error")] * len(jobs), 0, set()
+        self.set_available(True)
+        if result is None:
+            return outcomes, 0, set()
+        return outcomes, result.stored, result.lots
+
+    def set_available(self, available: bool, exc: BaseException | None = None) -> None:
+        """Log each change of the database's reachability once, not once per group."""
+        if available and not self.available:
+            log.warning("database reachable again; storing readings")
+        elif not available and self.available:
+            log.warning("database unavailable, answering 5.03: %s", _first_line(exc))
+            self.directory.forget()
+        self.available = available
+
+
+def serve(channel: Channel, store: Store, between_groups=None) -> None:
+    """Store groups until told to stop or the socket ends; answer each group in order."""
+    from sqlalchemy.orm import Session
+
+    with store.app.app_context(), Session(store.engine) as session:
+        while True:
+            if between_groups is not None:
+                between_groups()
+            message = channel.receive()
+            if message is None or message[0] == STOP:
+                return
+            started = time.perf_counter()
+            outcomes, stored, lots = store.write(session, message[1])
+            reply = (DONE, outcomes, stored, time.perf_counter() - started, store.available, sorted(lots))
+            if not channel.send(reply):
+                return  # the gateway is gone: nobody is waiting for the answer
+            if not store.available and not _refuse_waiting(channel, store):
+                return
+
+
+def _refuse_waiting(channel: Channel, store: Store) -> bool:
+    """After a 5.03: answer the groups already waiting 5.03 at once rather than one lock timeout
+    each later (they would fail the same way); the next group to arrive tries again.
+
+    Returns False when the gateway is gone or said stop.
+    """
+    while True:
+        message = channel.receive(wait=False)
+        if message is None:
+            return True
+        if message[0] == STOP:
+            return False
+        reply = (DONE, [(UNAVAILABLE, None)] * len(message[1]), 0, 0.0, store.available, [])
+        if not channel.send(reply):
+            return False
+
+
+def main(fd: int) -> int:
+    """The writer process, on its end of the socket pair; its first message says how to set up."""
+    # It runs in its own process group, so Ctrl-C in a terminal reaches only the gateway, which
+    # then stops it cleanly; ignored here too in case a signal is sent to it by hand.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    channel = Channel(sock)
+    first = channel.receive()
+    if first is None or first[0] != INIT:
+        sock.close()
+        return 0  # the gateway went away before it said anything
+    _, config, lock_timeout, log_level = first
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("parking.gateway").setLevel(log_level)
+    from parking import create_app
+
+    app = create_app(config)
+    store = Store(app, lock_timeout)
+    profiler = _Profiler(os.environ.get(PROFILE_ENV))
+    try:
+        if channel.send((READY,)):
+            serve(channel, store, profiler.between_groups)
+    finally:
+        profiler.dump()
+        store.engine.dispose()
+        sock.close()
+    return 0
+
+
+class _Profiler:
+    """cProfile over the writer's work when PROFILE_ENV names a file; SIGUSR1 starts it afresh."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.profile = None
+        self._restart = False
+        if path:
+            import cProfile
+
+            self.profile = cProfile.Profile()
+            signal.signal(signal.SIGUSR1, self._ask_restart)
+            self.profile.enable()
+
+    def _ask_restart(self, signum, frame) -> None:  # noqa: ARG002
+        self._restart = True
+
+    def between_groups(self) -> None:
+        """Drop what was profiled so far if asked to (between groups, never inside one)."""
+        if self._restart and self.profile is not None:
+            import cProfile
+
+            self._restart = False
+            self.profile.disable()
+            self.profile = cProfile.Profile()
+            self.profile.enable()
+
+    def dump(self) -> None:
+        if self.profile is not None:
+            self.profile.disable()
+            self.profile.dump_stats(self.path)
+
+
+def _rollback(session) -> None:
+    """Roll back; a connection that died mid-transaction may fail even that, and is dropped."""
+    try:
+        session.rollback()
+    except Exception:  # noqa: BLE001
+        session.close()
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """An exception as one short line for the log."""
+    text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+def _writer_engine(config, lock_timeout: float):
+    """The writer's own engine: one connection that waits at most `lock_timeout` for a lock.
+
+    Separate from the web app's pool so that its short lock timeout cannot leak into web requests.
+    """
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    connect_args = dict(options.pop("connect_args", {}))
+    if url.get_backend_name() == "postgresql":
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        connect_args["options"] = f"-c lock_timeout={int(lock_timeout * 1000)}"
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        options.setdefault("pool_size", 1)
+        options.setdefault("max_overflow", 1)
+    options.setdefault("pool_pre_ping", True)
+    engine = create_engine(url, connect_args=connect_args, **options)
+    if url.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, connection_record):  # noqa: ARG001
+            # Runs after parking's own connect hook (engine listeners follow class-wide ones),
+            # so it overrides that hook's 10 s and 64 MiB for this engine only.
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+            cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            cursor.close()
+            # The driver would BEGIN a deferred transaction; `_begin` below starts it instead.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            # A deferred transaction that read first and then writes while another connection
+            # writes fails at once, without waiting for busy_timeout; BEGIN IMMEDIATE takes the
+            # write lock up front, where the wait applies.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
