@@ -33,6 +33,8 @@ SEQ_MAX = 2**32 - 1
 BULK_CHUNK = 20_000
 # A batch spanning at most this many seconds is checked for duplicates with one time window.
 NARROW_BATCH = 6 * 3600.0
+# Up to this many readings (the gateway's groups) the duplicate look-up names their ts and seq values.
+SMALL_BATCH = 500
 _OR_CHUNK = 200
 
 
@@ -269,13 +271,17 @@ def _stored_near(session: Session, readings: Sequence[Reading]):
     columns = (ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied, ReadingRow.seq)
     if hi - lo <= NARROW_BATCH:
         bays = sorted({r.bay for r in readings})
+        near = ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW)
+        if len(readings) <= SMALL_BATCH:
+            # Only rows that can match: the same ts (a ts+state duplicate) or one of the batch's
+            # seqs (a seq duplicate). The whole window would return every reading of these bays
+            # within an hour: thousands of rows for busy sensors, for each group of the gateway.
+            ts_values = sorted({r.ts for r in readings})
+            seqs = sorted({r.seq for r in readings if r.seq is not None})
+            match = ReadingRow.ts.in_(ts_values)
+            near = near & (or_(match, ReadingRow.seq.in_(seqs)) if seqs else match)
         for chunk in _chunks(bays, 500):
-            yield from session.execute(
-                select(*columns).where(
-                    ReadingRow.bay_id.in_(chunk),
-                    ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW),
-                )
-            )
+            yield from session.execute(select(*columns).where(ReadingRow.bay_id.in_(chunk), near))
         return
     windows: dict[str, list[float]] = {}
     for r in readings:

@@ -2,10 +2,13 @@
 import time
 
 import pytest
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select, update
 
+import parking.ingest
 from parking.extensions import db
-from parking.ingest import InvalidReading, Reading, UnknownBay, ingest, ingest_bulk
+from parking.ingest import SEQ_DUPLICATE_WINDOW, InvalidReading, Reading, UnknownBay, ingest, ingest_bulk
 from parking.models import Bay, RollupDirty
 from parking.models import Reading as Row
 
@@ -113,3 +116,45 @@ def test_bulk_ingest_in_chunks(city):
     assert ingest_bulk(readings, chunk=100) == 0  # idempotent
     bay = db.session.get(Bay, "GAR-003")
     assert bay.last_ts == 1000.0 + 60 * 249 and bay.last_seen == 1000.0 + 60 * 249
+
+
+def reference_dedupe(readings):
+    """Brute force: a reading is new unless an earlier new one of its bay has its ts and state,
+    or its seq within SEQ_DUPLICATE_WINDOW seconds."""
+    kept = []
+    for r in readings:
+        if not any(
+            k.bay == r.bay and ((k.ts == r.ts and k.occupied == r.occupied)
+                                or (r.seq is not None and k.seq == r.seq and abs(k.ts - r.ts) <= SEQ_DUPLICATE_WINDOW))
+            for k in kept
+        ):
+            kept.append(r)
+    return {(r.bay, r.ts, r.occupied, r.seq) for r in kept}
+
+
+BASE = 1_000_000.0
+readings_strategy = st.builds(
+    Reading,
+    bay=st.sampled_from(["PRW-001", "PRW-002", "GAR-001"]),
+    occupied=st.booleans(),
+    ts=st.sampled_from([BASE, BASE + 1, BASE + 30]) | st.integers(0, 8000).map(lambda s: BASE + s),
+    seq=st.none() | st.integers(0, 3),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(readings_strategy, min_size=1, max_size=8), min_size=1, max_size=5),
+       small_batch=st.sampled_from([0, 500]))
+def test_dedupe_matches_brute_force(city, batches, small_batch, monkeypatch):
+    """Whatever the batching and whichever look-up (whole window or named ts/seq values), the
+    stored readings are the brute-force reference's."""
+    db.session.execute(delete(Row))
+    db.session.execute(update(Bay).values(state=None, last_ts=None, state_since=None, last_seen=None))
+    db.session.commit()
+    monkeypatch.setattr(parking.ingest, "SMALL_BATCH", small_batch)
+    counted = sum(ingest(batch, now=BASE + 9000).stored for batch in batches)
+    stored = {tuple(row) for row in db.session.execute(select(Row.bay_id, Row.ts, Row.occupied, Row.seq))}
+    expected = reference_dedupe([r for batch in batches for r in batch])
+    assert stored == expected
+    assert counted == len(expected)  # what ingest reports (and updates bays and marks from)
