@@ -330,6 +330,10 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
                    "", ">=", 0.9)
     report.add("ingest.ratio.bare_tuned/bare", _median(runs["bare-tuned"], "rps") / bare_rps, "",
                note="the gateway's transport settings alone")
+    for backend in backends:  # the stricter comparison: the library with the gateway's own settings
+        report.add(f"ingest.ratio.gateway_{backend}/bare_tuned",
+                   _median(runs[f"gateway/{backend}"], "rps") / _median(runs["bare-tuned"], "rps"), "",
+                   note="the gateway against the bare server with the same transport settings")
 
     half = bare_rps / 2
     for backend in backends:
