@@ -1,6 +1,7 @@
 """Portable SQL helpers: the same code on SQLite and PostgreSQL, no dialect-only SQL elsewhere."""
 from __future__ import annotations
 
+from sqlalchemy import any_, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,3 +39,17 @@ def driver_tuples(session: Session, stmt) -> list[tuple]:
         return cursor.fetchall()
     finally:
         cursor.close()
+
+
+def in_subquery(session: Session, column, subquery):
+    """`column IN (subquery)`, written so that each value becomes a probe of `column`'s index.
+
+    PostgreSQL gets `column = ANY(ARRAY(subquery))`: the subquery runs once and the outer scan is
+    an index scan for the values, whatever the statistics say. With a join or a plain IN, for a
+    time range newer than its statistics (the hour just stored) it chose a sequential scan of the
+    whole readings table: 0.6 s against 0.1 s at 10 million readings, growing with the history.
+    SQLite's planner probes the index for `IN (subquery)` by itself.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(func.array(subquery.scalar_subquery()))
+    return column.in_(subquery)

@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import Float, bindparam, delete, func, literal, select
 
 from .extensions import db
-from .dbutil import driver_tuples, upsert_insert
+from .dbutil import driver_tuples, in_subquery, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
 from .models import Reading as ReadingRow
 from .occupancy import HOUR, HourFigures, floor_local_hour, hour_starts, hourly_figures
@@ -35,7 +35,6 @@ LOT_HOURS_PER_QUERY = 1_000
 # A multi-lot report holds the figures of at most about this many lot-hours at once.
 BATCH_ROWS = 50_000
 IN_CHUNK = 500  # ids per IN (...) list
-BAYS_PER_QUERY = 2_000  # bay ids per readings query
 
 
 @dataclass
@@ -74,22 +73,20 @@ def readings_of_lots(
 ) -> dict[str, dict[str, list[tuple[float, bool]]]]:
     """(ts, occupied) per bay per lot in [start, end), in storage order (ts, then id)."""
     by_lot: dict[str, dict[str, list[tuple[float, bool]]]] = {}
-    lot_of: dict[str, str] = {}
     for chunk in _chunks(lot_ids, IN_CHUNK):
-        lot_of.update(db.session.execute(select(Bay.id, Bay.lot_id).where(Bay.lot_id.in_(chunk))).all())
-    # The bays by id, not a join on their lot: with the lots as the condition PostgreSQL may scan
-    # the whole table for a time range its statistics have not seen yet (the newest hour), a cost
-    # that grows with the history; named bays are one index range each, (bay_id, ts).
-    for chunk in _chunks(sorted(lot_of), BAYS_PER_QUERY):
+        bays_of_lots = select(Bay.id).where(Bay.lot_id.in_(chunk))
         rows = db.session.execute(
-            select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
-            .where(ReadingRow.bay_id.in_(chunk), ReadingRow.ts >= start, ReadingRow.ts < end)
+            select(Bay.lot_id, ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
+            .join(Bay, Bay.id == ReadingRow.bay_id)
+            # One index range on (bay_id, ts) per bay, never a scan of the history: see in_subquery.
+            .where(in_subquery(db.session, ReadingRow.bay_id, bays_of_lots),
+                   ReadingRow.ts >= start, ReadingRow.ts < end)
             .order_by(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.id)
         )
         bay_id_seen, readings = None, None
-        for bay_id, ts, occupied in rows:
+        for lot_id, bay_id, ts, occupied in rows:
             if bay_id != bay_id_seen:  # rows come bay by bay
-                readings = by_lot.setdefault(lot_of[bay_id], {}).setdefault(bay_id, [])
+                readings = by_lot.setdefault(lot_id, {}).setdefault(bay_id, [])
                 bay_id_seen = bay_id
             readings.append((ts, bool(occupied)))
     return by_lot
