@@ -30,16 +30,11 @@ class Changed(resource.Resource):
 
 
 async def tuned_context(site, host: str, port: int):
-    """A server context set up exactly as the gateway sets up its own (whichever API it has)."""
-    import gateway.server as gs
+    """A server context set up exactly as the gateway sets up its own."""
+    from gateway.transport import DEDUP_WINDOW, _server_context, _tune_transport
 
-    if hasattr(gs, "_server_context"):  # SensorMessageManager + _tune_transport
-        context, manager = await gs._server_context(site, host, port, gs.DEDUP_WINDOW)
-        gs._tune_transport(manager)
-        return context
-    context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"],
-                                                          loggername="parking.gateway.aiocoap")
-    gs._tune_udp(context, None)
+    context, manager = await _server_context(site, host, port, DEDUP_WINDOW)
+    _tune_transport(manager)
     return context
 
 

@@ -30,16 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from parking.current import LotState, lot_states
 
 from .resources import MAX_PAYLOAD, RETRY_AFTER, LotResource, OccupancyResource, Unavailable, build_site
-# RECEIVE_BUFFER is not used here: tests/test_gateway.py imports it from this module, and bench/
-# reaches _server_context, _tune_transport, DEDUP_WINDOW and Writer as `gateway.server.<name>`.
-from .transport import (  # noqa: F401
-    DEDUP_WINDOW,
-    RECEIVE_BUFFER,
-    SensorMessageManager,
-    _server_context,
-    _tune_transport,
-)
-from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, Writer, WriterStats, storage_unavailable
+from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport
+from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, Writer, WriterStats
+from .writer_process import storage_unavailable
 
 log = logging.getLogger("parking.gateway")
 

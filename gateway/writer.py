@@ -29,11 +29,6 @@ from flask import Flask
 from . import writer_process as wp
 from .resources import RETRY_AFTER, Unavailable
 
-# Used by gateway.server (and so by the web app's reads): one definition, in the writer process.
-storage_unavailable = wp.storage_unavailable
-_writer_engine = wp._writer_engine
-CONNECT_TIMEOUT = wp.CONNECT_TIMEOUT
-
 log = logging.getLogger("parking.gateway")
 
 BUSY_RETRY_AFTER = 1  # Max-Age (s) of a 5.03 when the queue is full

@@ -22,7 +22,9 @@ from aiocoap.numbers.codes import Code
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from gateway.server import DEDUP_WINDOW, MAX_PAYLOAD, RECEIVE_BUFFER, run_in_thread
+from gateway.resources import MAX_PAYLOAD
+from gateway.server import run_in_thread
+from gateway.transport import DEDUP_WINDOW, RECEIVE_BUFFER
 from parking.extensions import db
 from parking.models import Bay
 from parking.models import Reading as Row
