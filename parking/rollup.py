@@ -16,6 +16,7 @@ from itertools import groupby
 from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import current_app
 from sqlalchemy import Float, bindparam, delete, func, literal, select
@@ -35,6 +36,7 @@ LOT_HOURS_PER_QUERY = 1_000
 # A multi-lot report holds the figures of at most about this many lot-hours at once.
 BATCH_ROWS = 50_000
 IN_CHUNK = 500  # ids per IN (...) list
+T = TypeVar("T")
 
 
 @dataclass
@@ -160,7 +162,7 @@ def run_rollup(now: float | None = None, stale_after: float | None = None) -> Ro
     stats = RollupStats(lots=len(hours_by_lot))
     try:
         # One commit for the run: a commit per lot cost more than the arithmetic.
-        for batch in _lot_batches(list(hours_by_lot), {l: len(h) for l, h in hours_by_lot.items()}):
+        for batch in _batches(hours_by_lot, lambda lot_id: len(hours_by_lot[lot_id])):
             figures = compute_lots_hours(
                 {l: hours_by_lot[l] for l in batch}, stale, now, _bay_counts(batch)
             )
@@ -174,16 +176,17 @@ def run_rollup(now: float | None = None, stale_after: float | None = None) -> Ro
     return stats
 
 
-def _lot_batches(lot_ids: Sequence[str], hours: Mapping[str, int]) -> Iterator[list[str]]:
-    """Lots in groups of about BATCH_ROWS lot-hours (a lot is never split)."""
-    batch: list[str] = []
-    size = 0
-    for lot_id in lot_ids:
-        if batch and size + hours[lot_id] > BATCH_ROWS:
+def _batches(items: Iterable[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """Consecutive items in groups whose sizes add up to about BATCH_ROWS (an item is never split)."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and total + n > BATCH_ROWS:
             yield batch
-            batch, size = [], 0
-        batch.append(lot_id)
-        size += hours[lot_id]
+            batch, total = [], 0
+        batch.append(item)
+        total += n
     if batch:
         yield batch
 
@@ -281,9 +284,13 @@ def hourly_rows_of_lots(
     (`HourFigures.as_tuple`): a report of 720,000 lot-hours cannot afford an object per hour."""
     now = time.time() if now is None else now
     stale = float(current_app.config["STALE_AFTER"])
-    batch: list[tuple[Lot, list[float]]] = []
-    size = 0
-    calendars: dict[tuple, list[float]] = {}  # the lots of a city share their zone and range
+    for batch in _batches(_calendars(lots, start_for, end_for), lambda lot_hours: len(lot_hours[1])):
+        yield from _hourly_rows_batch(batch, stale, now)
+
+
+def _calendars(lots: Iterable[Lot], start_for, end_for) -> Iterator[tuple[Lot, list[float]]]:
+    """(lot, its local hour starts in range) per lot; the lots of a city share one list."""
+    calendars: dict[tuple, list[float]] = {}
     for lot in lots:
         key = (lot.timezone, start_for(lot), end_for(lot))
         hours = calendars.get(key)
@@ -291,13 +298,7 @@ def hourly_rows_of_lots(
             if len(calendars) >= 16:  # lots in many zones or ranges: keep memory bounded
                 calendars.clear()
             hours = calendars[key] = hour_starts(*key)
-        if batch and size + len(hours) > BATCH_ROWS:
-            yield from _hourly_rows_batch(batch, stale, now)
-            batch, size = [], 0
-        batch.append((lot, hours))
-        size += len(hours)
-    if batch:
-        yield from _hourly_rows_batch(batch, stale, now)
+        yield lot, hours
 
 
 def _hourly_rows_batch(
