@@ -336,23 +336,25 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
                    note="the gateway against the bare server with the same transport settings")
 
     half = bare_rps / 2
-    for backend in backends:
-        result = measure("gateway", port, load, cfg, workdir, urls[backend], rate=half, seconds=cfg.half_seconds,
-                         label=f"{backend}-half")
-        runs[f"half/{backend}"] = [result]
-        log(f"  half load {backend}: offered {half:.0f}/s, answered {result['rps']:.0f}/s, p50 {result['p50_ms']} ms, "
+
+    def paced(backend: str, rate: float, name: str, label: str) -> dict:
+        """One gateway run paced at `rate`, logged and kept in `runs`."""
+        result = measure("gateway", port, load, cfg, workdir, urls[backend], rate=rate, seconds=cfg.half_seconds,
+                         label=f"{backend}-{label}")
+        runs[f"{name}/{backend}"] = [result]
+        log(f"  {name} {backend}: offered {rate:.0f}/s, answered {result['rps']:.0f}/s, p50 {result['p50_ms']} ms, "
             f"p99 {result['p99_ms']} ms, codes {result['codes']}, timeouts {result['timeouts']}")
+        return result
+
+    for backend in backends:
+        result = paced(backend, half, "half", "half")
         report.add(f"ingest.half_load.{backend}.throughput", result["rps"], "req/s", note=f"offered {half:.0f}/s")
         report.add(f"ingest.half_load.{backend}.p50", result["p50_ms"], "ms")
         report.add(f"ingest.half_load.{backend}.p99", result["p99_ms"], "ms", "<=", 50)
         # Context: the same at half of what this gateway itself sustains (if that is less).
         own = _median(runs[f"gateway/{backend}"], "rps") / 2
         if own < half:
-            result = measure("gateway", port, load, cfg, workdir, urls[backend], rate=own, seconds=cfg.half_seconds,
-                             label=f"{backend}-half-own")
-            runs[f"half_own/{backend}"] = [result]
-            log(f"  half of its own maximum {backend}: offered {own:.0f}/s, answered {result['rps']:.0f}/s, "
-                f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, codes {result['codes']}")
+            result = paced(backend, own, "half_own", "half-own")
             report.add(f"ingest.half_own_max.{backend}.throughput", result["rps"], "req/s", note=f"offered {own:.0f}/s")
             report.add(f"ingest.half_own_max.{backend}.p99", result["p99_ms"], "ms",
                        note="latency at half the gateway's own maximum")
