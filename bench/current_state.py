@@ -1,5 +1,6 @@
 """Current state: GET /api/lots on a 1,000-lot, 100,000-bay city with a year of history, and the
-same city with ten times the history (ten times the reading rate over the same year).
+same city with ten times the history (ten times the reading rate over the same year); and
+GET /api/lots/<id> (one lot with its 100 bays) on the one-year city.
 
 Both databases are open side by side and the requests alternate between them, so drift in the
 machine's load hits both alike. Timed through Flask's test client (the whole WSGI stack, the JSON
@@ -9,7 +10,9 @@ The list is served from a snapshot refreshed in the background every `LOTS_SNAPS
 (parking/lot_list.py), so the requests are paced (`pace` apart) over several refresh intervals:
 the refreshes run during the measurement and their cost shows in the requests' latency (p95,
 max). The refresh itself (counting every bay, building every feature) is timed on its own: it
-bounds how old the counts can be.
+bounds how old the counts can be. The lot detail is served from the same snapshot; its requests
+go to lots spread over the whole city, paced the same way, so the first request for a lot after
+each refresh (which encodes that lot's bays) is among those timed.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 
 from . import datasets
-from .datasets import CitySpec
+from .datasets import CitySpec, lot_id
 from .httpbench import median_ms, profile_get, timed_get
 from .report import Report
 
@@ -58,6 +61,7 @@ def run(report: Report, backends: list[str], cfg: CurrentConfig, log=print, use_
             for i, client in enumerate(clients):
                 samples[i].append(timed_get(client, url))
             time.sleep(cfg.pace)
+        detail = _detail_samples(clients[0], cfg)
         refresh = [_refresh_seconds(app, cfg.refreshes) for app in apps]
         base, tenfold = median_ms(samples[0]), median_ms(samples[1])
         for meta, label in zip(metas, ("", "10x_history.")):
@@ -73,6 +77,9 @@ def run(report: Report, backends: list[str], cfg: CurrentConfig, log=print, use_
                    note=f"{metas[1]['readings']:,} readings")
         report.add(f"current.{backend}.10x_history/base", tenfold / base, "", "<=", 1.1,
                    note="'no slower with ten times the history'")
+        report.add(f"current.{backend}.detail.median", median_ms(detail), "ms", "<=", 20,
+                   note=f"GET /api/lots/<id>, {cfg.city.bays_per_lot} bays, lots spread over the city")
+        report.add(f"current.{backend}.detail.p95", _quantile_ms(detail, 0.95), "ms")
         report.add(f"current.{backend}.snapshot_refresh", refresh[0] * 1000, "ms",
                    note=f"counting every bay in the background; counts are at most {interval} s + this old")
         report.add(f"current.{backend}.10x_history.snapshot_refresh", refresh[1] * 1000, "ms")
@@ -87,6 +94,17 @@ def run(report: Report, backends: list[str], cfg: CurrentConfig, log=print, use_
 
                 db.session.remove()
                 db.engine.dispose()
+
+
+def _detail_samples(client, cfg: CurrentConfig) -> list[float]:
+    """Seconds of GET /api/lots/<id> for `requests` lots spread over the city (a prime stride)."""
+    samples = []
+    for i in range(cfg.warmup + cfg.requests):
+        elapsed = timed_get(client, f"/api/lots/{lot_id(i * 7919 % cfg.city.lots)}")
+        if i >= cfg.warmup:
+            samples.append(elapsed)
+        time.sleep(cfg.pace)
+    return samples
 
 
 def _refresh_seconds(app, times: int) -> float:

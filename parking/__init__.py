@@ -30,10 +30,11 @@ def create_app(config: dict | None = None) -> Flask:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "PARKING_ADMIN_TOKEN"}
     )
 
-    from . import cli, errors, pages
+    from . import cli, errors, lot_list, pages
     from .api import health, lots, reports, sensors
 
     errors.init_app(app)
+    lot_list.init_app(app)
     for blp in (lots.blp, reports.blp, sensors.blp):
         extensions.api.register_blueprint(blp)
     app.register_blueprint(health.bp)

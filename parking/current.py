@@ -1,7 +1,9 @@
 """The present state of lots and bays (contract §4, "now" part of §5), read from `bays`.
 
-Counting happens in SQL so that `GET /api/lots` stays fast with a hundred thousand bays; the
-rule is the one `parking.occupancy.current_counts` states, and a test proves they agree.
+Two ways to the same counts, one rule (`parking.occupancy.current_counts`; tests prove all three
+agree): `lot_states` counts in SQL, for a few lots at a time (the gateway's entrance signs);
+`state_of_bays` counts bay rows already read, as the lot list's snapshot does, which reads every
+bay anyway to serve each lot's bays.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from sqlalchemy import case, func, select
 
 from .extensions import db
 from .models import Bay, Lot
+from .occupancy import current_counts
 
 ALMOST_FULL = 0.9
 
@@ -73,9 +76,17 @@ def lot_states(stale_after: float, now: float | None = None, lot_ids=None) -> di
     }
 
 
-def bay_status(bay: Bay, stale_after: float, now: float | None = None) -> str:
-    """free, occupied or unknown for one bay now."""
+def state_of_bays(bays, stale_after: float, now: float) -> LotState:
+    """LotState of one lot from its bays (`Bay` objects or rows with `state` and `last_ts`)."""
+    counts = current_counts(((bay.last_ts, bay.state) for bay in bays), len(bays), now, stale_after)
+    newest = max((bay.last_ts for bay in bays if bay.last_ts is not None), default=None)
+    return LotState(counts.total, counts.free, counts.occupied, newest)
+
+
+def bay_status(bay, stale_after: float, now: float | None = None) -> str:
+    """free, occupied or unknown for one bay (a `Bay` or a row with `state` and `last_ts`) now."""
     now = time.time() if now is None else now
-    if bay.last_ts is None or bay.state is None or now - bay.last_ts >= stale_after:
+    # The same comparison as current_counts, so a bay's status and its lot's counts never differ.
+    if bay.last_ts is None or bay.state is None or not now < bay.last_ts + stale_after:
         return "unknown"
     return "occupied" if bay.state else "free"

@@ -17,6 +17,7 @@ PER_BACKEND = [
     "ingest.two_gateways.{b}/bare", "ingest.{b}.answered_2.04_not_stored",
     "current.{b}.median", "current.{b}.10x_history.median", "current.{b}.10x_history/base",
     "current.{b}.snapshot_refresh", "current.{b}.10x_history/base.snapshot_refresh",
+    "current.{b}.detail.median",
     "reports.{b}.one_lot_year_csv", "reports.{b}.all_lots_month_csv", "reports.{b}.all_lots_month_csv.first_run",
     "rollup.{b}.hour_3", "rollup.{b}.hour_24", "rollup.{b}.hour_24/hour_3",
     "datasets.{b}.consistency_differences",

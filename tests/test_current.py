@@ -1,9 +1,10 @@
-"""The lot counts computed in SQL agree with the pure rule in parking.occupancy.current_counts."""
+"""The lot counts computed in SQL, and those the lot list counts from bay rows, agree with the pure
+rule in parking.occupancy.current_counts; so does each bay's own status."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from parking.current import lot_states
+from parking.current import bay_status, lot_states, state_of_bays
 from parking.extensions import db
 from parking.models import Bay
 from parking.occupancy import current_counts
@@ -29,3 +30,8 @@ def test_sql_counts_match_the_pure_rule(city, states):
     latest = db.session.execute(select(Bay.last_ts, Bay.state).where(Bay.lot_id == "GARAGE")).all()
     pure = current_counts(latest, len(GARAGE_BAYS), NOW, 1800)
     assert (sql.free, sql.occupied, sql.unknown, sql.total) == (pure.free, pure.occupied, pure.unknown, pure.total)
+    rows = db.session.execute(select(Bay.last_ts, Bay.state).where(Bay.lot_id == "GARAGE")).all()
+    counted = state_of_bays(rows, 1800, NOW)
+    assert counted == sql
+    statuses = [bay_status(row, 1800, NOW) for row in rows]
+    assert (statuses.count("free"), statuses.count("occupied")) == (pure.free, pure.occupied)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
@@ -12,8 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 from sqlalchemy import and_, func, select
 
 from ..auth import require_admin
-from ..current import bay_status, lot_states
-from ..lot_list import encode_collection, lot_feature, lot_list
+from ..lot_list import encode_collection, lot_list
 from ..extensions import Blueprint, db
 from ..lots import LotFileError, import_lots
 from ..models import Bay
@@ -75,7 +73,7 @@ class LotsView(MethodView):
         snapshot = lot_list(current_app).get()
         if not args:  # the map's request: the whole collection, encoded once per snapshot
             return Response(snapshot.body, mimetype="application/json")
-        features = snapshot.features
+        features = list(snapshot.features.values())
         if "bbox" in args:
             minlon, minlat, maxlon, maxlat = parse_bbox(args["bbox"])
             features = [f for f in features
@@ -109,22 +107,11 @@ class LotView(MethodView):
 
     @blp.response(200)
     def get(self, lot_id):
-        """The lot with the status of each of its bays."""
-        lot = lot_or_404(lot_id)
-        stale = current_app.config["STALE_AFTER"]
-        now = time.time()
-        feature = lot_feature(lot, lot_states(stale, now, [lot.id])[lot.id], now)
-        feature["properties"]["bays"] = [
-            {
-                "id": bay.id,
-                "status": bay_status(bay, stale, now),
-                "since": iso_utc(bay.state_since),
-                "last_seen": iso_utc(bay.last_seen),
-                "battery": bay.battery,
-            }
-            for bay in lot.bays
-        ]
-        return feature
+        """The lot with the status of each of its bays (from the same snapshot as the list)."""
+        body = lot_list(current_app).detail(lot_id)
+        if body is None:
+            abort(404, message=f"unknown lot: {lot_id}")
+        return Response(body, mimetype="application/json")
 
 
 @blp.route("/<lot_id>/events.csv")
