@@ -2,17 +2,22 @@
 
 An import is all or nothing: the whole file is validated first, with messages naming the
 feature and the field, and only then written. Re-importing updates lots and adds bays; it never
-drops a bay or its history.
+drops a bay or its history. A key the schema does not know is refused with the nearest known
+one (`"bay"`: did you mean `"bays"`?) rather than dropped: a misspelled key would otherwise
+import a lot without its bays. Keys of one's own (OSM tags, internal codes) go under
+`properties.extra`, which is accepted and not stored.
 """
 from __future__ import annotations
 
+import difflib
+from collections import Counter
 import json
 import time
 import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 from sqlalchemy import func, select
 
 from .extensions import db
@@ -38,7 +43,34 @@ def _http_url(value: str) -> None:
         raise ValidationError("must be an http:// or https:// URL")
 
 
-class StopSchema(Schema):
+class KnownKeysSchema(Schema):
+    """A schema that refuses keys it does not declare, naming the nearest declared one."""
+
+    # Keys allowed besides the declared fields (GeoJSON's own optional members).
+    also_allowed: tuple[str, ...] = ()
+
+    class Meta:
+        unknown = EXCLUDE  # never reached: _known_keys refuses them first, with a suggestion
+
+    @pre_load
+    def _known_keys(self, data: Any, **kwargs) -> Any:
+        """Refuse undeclared keys, each with the nearest declared key (difflib) when one is close."""
+        if not isinstance(data, dict):
+            return data
+        known = sorted({f.data_key or name for name, f in self.fields.items()} | set(self.also_allowed))
+        errors = {}
+        for key in data:
+            if key in known:
+                continue
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            errors[key] = [f"unknown key ({hint}keys of your own go under properties.extra)"]
+        if errors:
+            raise ValidationError(errors)
+        return data
+
+
+class StopSchema(KnownKeysSchema):
     """A transit stop of a park-and-ride lot."""
 
     name = fields.String(required=True, validate=validate.Length(1, 200))
@@ -46,7 +78,7 @@ class StopSchema(Schema):
     url = fields.String(validate=_http_url, allow_none=True, load_default=None)
 
 
-class ParkAndRideSchema(Schema):
+class ParkAndRideSchema(KnownKeysSchema):
     """Park-and-ride details: stops, an info page, minutes to the centre."""
 
     stops = fields.List(fields.Nested(StopSchema), required=True)
@@ -64,7 +96,7 @@ def _timezone(value: str) -> None:
         raise ValidationError("unknown IANA time zone") from exc
 
 
-class LotPropertiesSchema(Schema):
+class LotPropertiesSchema(KnownKeysSchema):
     """The `properties` of a lot feature."""
 
     name = fields.String(required=True, validate=validate.Length(1, 200))
@@ -79,27 +111,23 @@ class LotPropertiesSchema(Schema):
         validate=validate.Length(max=200), allow_none=True, load_default=None
     )
     park_and_ride = fields.Nested(ParkAndRideSchema, allow_none=True, load_default=None)
-
-    class Meta:
-        unknown = "exclude"  # foreign properties (e.g. OSM tags) are allowed and ignored
+    # Keys of the file's own (e.g. OSM tags): accepted as they are, not stored.
+    extra = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
 
     @validates_schema
     def _unique_bays(self, data: dict, **kwargs) -> None:
         """A bay appears once per lot."""
-        bays = data.get("bays") or []
-        dupes = sorted({b for b in bays if bays.count(b) > 1})
+        dupes = sorted(b for b, n in Counter(data.get("bays") or []).items() if n > 1)
         if dupes:
-            raise ValidationError(f"duplicate bay ids: {', '.join(dupes[:5])}", "bays")
+            raise ValidationError(f"duplicate bay ids in this lot: {', '.join(dupes[:5])}", "bays")
 
 
-class GeometrySchema(Schema):
+class GeometrySchema(KnownKeysSchema):
     """A Point or a Polygon in WGS 84 lon/lat."""
 
+    also_allowed = ("bbox",)
     type = fields.String(required=True, validate=validate.OneOf(("Point", "Polygon")))
     coordinates = fields.Raw(required=True)
-
-    class Meta:
-        unknown = "exclude"
 
     @validates_schema
     def _coordinates(self, data: dict, **kwargs) -> None:
@@ -129,16 +157,14 @@ def _check_position(pos: Any) -> None:
         raise ValueError("lon must be -180..180 and lat -90..90")
 
 
-class FeatureSchema(Schema):
+class FeatureSchema(KnownKeysSchema):
     """One lot."""
 
+    also_allowed = ("bbox",)
     type = fields.String(required=True, validate=validate.Equal("Feature"))
     id = fields.String(required=True, **_id_field)
     geometry = fields.Nested(GeometrySchema, required=True)
     properties = fields.Nested(LotPropertiesSchema, required=True)
-
-    class Meta:
-        unknown = "exclude"
 
 
 def load_lot_file(path: str | Path) -> dict:
@@ -173,13 +199,14 @@ def validate_collection(doc: Any, default_timezone: str) -> list[dict]:
             if bay in owners and owners[bay] != feature["id"]:
                 errors.append(f"{label}: properties.bays: bay {bay} is also in lot {owners[bay]}")
             owners[bay] = feature["id"]
-        if any(f["id"] == feature["id"] for f in loaded):
-            errors.append(f"{label}: id: duplicate lot id")
-        loaded.append(feature)
+        first = next((i for i, f in loaded if f["id"] == feature["id"]), None)
+        if first is not None:
+            errors.append(f"{label}: id: duplicate lot id, also feature {first}")
+        loaded.append((index, feature))
     if errors:
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         raise LotFileError("; ".join(errors[:10]) + more)
-    return loaded
+    return [feature for _, feature in loaded]
 
 
 def _flatten(messages: Any, prefix: str = "") -> str:

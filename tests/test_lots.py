@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from parking.extensions import db
 from parking.ingest import Reading, ingest
@@ -61,6 +61,22 @@ def _broken(path, value):
         (_broken(["geometry"], {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), "geometry.type"),
         (_broken(["geometry"], {"type": "Point", "coordinates": [200, 0]}), "geometry.coordinates"),
         (_broken(["properties", "bays"], ["PRW-001"]), "bay PRW-001 is also in lot PR-WEST"),
+        (_broken(["properties", "bays"], ["GAR-001", "GAR-002", "GAR-001"]),
+         "feature 1 (id 'GARAGE'): properties.bays: duplicate bay ids in this lot: GAR-001"),
+        ({**CITY, "features": [*CITY["features"], {**CITY["features"][1], "properties": {"name": "again"}}]},
+         "feature 3 (id 'GARAGE'): id: duplicate lot id, also feature 1"),
+        # Misspelled keys are refused, naming the feature, the key and the nearest known key.
+        (_broken(["properties", "bay"], ["GAR-009"]),
+         "feature 1 (id 'GARAGE'): properties.bay: unknown key (did you mean 'bays'?"),
+        (_broken(["properties", "park_and_rid"], {"stops": []}),
+         "feature 1 (id 'GARAGE'): properties.park_and_rid: unknown key (did you mean 'park_and_ride'?"),
+        (_broken(["properties", "park_and_ride"], {"stops": [{"name": "Dom", "line": ["1"]}]}),
+         "properties.park_and_ride.stops.0.line: unknown key (did you mean 'lines'?"),
+        (_broken(["properties", "park_and_ride"], {"stops": [], "minutes_to_center": 5}),
+         "properties.park_and_ride.minutes_to_center: unknown key (did you mean 'minutes_to_centre'?"),
+        (_broken(["propertes"], {"name": "x"}), "feature 1 (id 'GARAGE'): propertes: unknown key (did you mean 'properties'?"),
+        (_broken(["geometry", "coordinate"], [1, 2]), "geometry.coordinate: unknown key (did you mean 'coordinates'?"),
+        (_broken(["properties", "osm:amenity"], "parking"), "properties.osm:amenity: unknown key (keys of your own go under properties.extra)"),
         ({"type": "Feature"}, "FeatureCollection"),
     ],
 )
@@ -68,6 +84,22 @@ def test_bad_file_refused_whole(app, doc, expected):
     with pytest.raises(LotFileError) as info:
         import_lots(doc, "Europe/Berlin")
     assert expected in info.value.message
+    assert db.session.scalar(select(func.count()).select_from(Lot)) == 0
+
+
+def test_own_keys_under_extra_are_accepted(app):
+    doc = _broken(["properties", "extra"], {"osm:amenity": "parking", "osm": {"id": 123, "tags": ["a"]}})
+    doc["features"][1]["bbox"] = [12.09, 49.015, 12.091, 49.016]  # GeoJSON's own optional member
+    assert import_lots(doc, "Europe/Berlin")["bays_added"] == 12
+
+
+def test_cli_refuses_a_misspelled_key(runner, tmp_path):
+    bad = tmp_path / "typo.geojson"
+    bad.write_text(json.dumps(_broken(["properties", "bay"], ["GAR-001"])))
+    result = runner.invoke(args=["import-lots", str(bad)])
+    assert result.exit_code != 0
+    assert "refused, nothing imported" in result.output
+    assert "properties.bay: unknown key (did you mean 'bays'?" in result.output
     assert db.session.scalar(select(func.count()).select_from(Lot)) == 0
 
 
@@ -137,19 +169,45 @@ def test_lot_list_filters(city, client, query, expected):
     assert ids == expected
 
 
-@pytest.mark.parametrize("query", ["bbox=1,2,3", "bbox=a,b,c,d", "min_free=-1", "park_and_ride=maybe"])
+@pytest.mark.parametrize("query", ["bbox=1,2,3", "bbox=a,b,c,d", "bbox=3,0,1,1", "min_free=-1",
+                                   "min_free=x", "park_and_ride=maybe"])
 def test_lot_list_bad_filters(city, client, query):
     response = client.get(f"/api/lots?{query}")
     assert response.status_code == 400
-    assert response.json["message"].split(":")[0] in query
+    name = query.split("=")[0]
+    message = response.json["message"]
+    # The message starts with the parameter's name and then says what is wrong with it.
+    assert message.startswith(f"{name}: ") and len(message) > len(name) + 10, message
 
 
 def test_full_and_almost_full(city, client):
+    """The almostFull threshold (90 % of the known bays occupied) crossed from both sides."""
+    bays = [f"BIG-{i:02d}" for i in range(30)]
+    import_lots({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "id": "BIG", "geometry": {"type": "Point", "coordinates": [12.1, 49.0]},
+        "properties": {"name": "Big", "bays": bays}}]}, "Europe/Berlin")
     now = time.time()
-    ingest([Reading(f"GAR-00{i}", True, now - 1) for i in range(1, 7)], now=now)
-    assert client.get("/api/lots/GARAGE").json["properties"]["status"] == "full"
-    ingest([Reading("GAR-001", False, now)], now=now)
-    assert client.get("/api/lots/GARAGE").json["properties"]["status"] == "spacesAvailable"
+
+    def status() -> tuple[float, str]:
+        listed = {f["id"]: f for f in client.get("/api/lots").json["features"]}["BIG"]["properties"]
+        detail = client.get("/api/lots/BIG").json["properties"]
+        assert (listed["occupancy"], listed["status"]) == (detail["occupancy"], detail["status"])
+        return listed["occupancy"], listed["status"]
+
+    ingest([Reading(b, True, now - 60) for b in bays], now=now)
+    assert status() == (1.0, "full")
+    ingest([Reading(b, False, now - 50) for b in bays[:3]], now=now)  # 27 of 30: at the threshold
+    assert status() == (0.9, "almostFull")
+    ingest([Reading(bays[3], False, now - 40)], now=now)  # 26 of 30: under it
+    assert status() == (0.867, "spacesAvailable")
+    ingest([Reading(bays[3], True, now - 30)], now=now)  # back to 27 of 30
+    assert status() == (0.9, "almostFull")
+    ingest([Reading(bays[0], True, now - 3000)], now=now)  # an older reading changes nothing
+    assert status() == (0.9, "almostFull")
+    # 26 occupied of 29 known (one bay silent past stale_after): 0.8966, just under
+    db.session.execute(update(Bay).where(Bay.id == bays[4]).values(last_ts=now - 1900))
+    db.session.commit()
+    assert status() == (0.897, "spacesAvailable")
 
 
 def test_lot_detail_lists_bays(city, client):
