@@ -119,7 +119,9 @@
       const meta = el("span", { class: "meta", text: `${lot.id} · ${p.total ?? "?"} bays` });
       const tag = p.park_and_ride ? el("span", { class: "pr-tag", text: "P+R" }) : null;
       const name = el("span", { class: "name", text: p.name || lot.id });
-      list.append(el("li", {}, el("label", { class: "check", for: box.id }, box, name, tag, meta)));
+      // Name, tag and id in one block beside the box: a long name wraps inside it, never below the box.
+      const text = el("span", { class: "lot-text" }, name, tag ? " " : null, tag, " ", meta);
+      list.append(el("li", {}, el("label", { class: "check", for: box.id }, box, text)));
     }
     $("lot-boxes").replaceChildren(lots.length ? list : el("p", { class: "hint", text: "No car parks have been imported yet." }));
     list.addEventListener("change", syncAll);
@@ -285,25 +287,33 @@
   function drawSummary(summary) {
     const rows = summary.lots.map((row) => {
       const name = el("th", { scope: "row" }, el("span", { text: row.name || row.lot }), el("span", { class: "meta block", text: row.lot }));
-      return [name, ...SUMMARY_COLUMNS.map(([key, , d]) => {
+      return [name, ...SUMMARY_COLUMNS.map(([key, header, d]) => {
         const td = cell(row[key], d);
         td.dataset.key = key;
+        td.dataset.label = header; // a phone shows each row as a card of "label: value" lines
         return td;
       })];
     });
     drawTable($("summary"), ["Car park", ...SUMMARY_COLUMNS.map((c) => c[1])], rows);
   }
 
-  function drawNote(q, pattern, summary) {
-    const names = summary.lots.map((r) => r.name || r.lot);
+  function drawNote(q, summary) {
+    const label = (r) => r.name || r.lot;
     const days = daysBetween(q.from, q.to);
-    const parts = [`${q.lots.length ? names.join(", ") : "All car parks"} · ${longDate(q.from, true)} to ${longDate(addDays(q.to, -1), true)} (${days} ${days === 1 ? "day" : "days"})`];
-    const low = summary.lots.filter((r) => r.coverage_pct === null || r.coverage_pct < LOW_COVERAGE);
-    if (low.length) {
-      parts.push(`Data coverage below ${LOW_COVERAGE} % for ${low.map((r) => `${r.name || r.lot} (${r.coverage_pct === null ? "none" : num(r.coverage_pct, 1) + " %"})`).join(", ")}: read those figures with care.`);
-    }
-    if (pattern.heatmap.every((row) => row.every((v) => v === null || v === undefined))) {
-      parts.push("No readings in this range: nothing to draw.");
+    const parts = [`${q.lots.length ? summary.lots.map(label).join(", ") : "All car parks"} · ${longDate(q.from, true)} to ${longDate(addDays(q.to, -1), true)} (${days} ${days === 1 ? "day" : "days"})`];
+    const tz = lots.length && lots[0].properties ? lots[0].properties.timezone : undefined;
+    // No bay-hour known at all (null, or 0.0: under 0.05 %): "no data", never "coverage (none)".
+    const empty = summary.lots.filter((r) => !r.coverage_pct);
+    const thin = summary.lots.filter((r) => r.coverage_pct && r.coverage_pct < LOW_COVERAGE);
+    if (q.from > today(tz)) {
+      parts.push("This range lies in the future: there are no readings for it yet.");
+    } else if (empty.length === summary.lots.length) {
+      parts.push("No data in this range: nothing to draw.");
+    } else {
+      if (thin.length) {
+        parts.push(`Data coverage below ${LOW_COVERAGE} % for ${thin.map((r) => `${label(r)} (${num(r.coverage_pct, 1)} %)`).join(", ")}: read those figures with care.`);
+      }
+      if (empty.length) parts.push(`No data in this range for ${empty.map(label).join(", ")}.`);
     }
     $("range-note").replaceChildren(...parts.map((t, i) => el(i ? "strong" : "span", { class: i ? "warn" : "", text: t })));
   }
@@ -325,7 +335,7 @@
       ]);
       if (mine !== generation) return;
       $("results").hidden = false;
-      drawNote(q, pattern, summary);
+      drawNote(q, summary);
       drawHeatmap(pattern.heatmap);
       $("heat-tz").textContent = pattern.timezone ? ` (${pattern.timezone})` : "";
       drawChart(pattern.daily);

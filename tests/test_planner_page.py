@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from urllib.parse import urlencode, urlsplit
@@ -61,6 +62,26 @@ def days(city) -> dict:
     ingest(readings)
     return {"from": (today - dt.timedelta(days=6)).isoformat(), "to": today.isoformat(),
             "last": (today - dt.timedelta(days=1)).isoformat(), "today": today.isoformat()}
+
+
+LONG_NAME = "Tiefgarage Hauptbahnhof / Castra-Regina-Center, Zufahrt über die Friedenstraße (Ebenen −2 bis +4)"
+CITY_NAMES = ["Parkhaus Dachauplatz", "Parkhaus Regensburg Arcaden", "Parkhaus St.-Peters-Weg",
+              "Tiefgarage Arnulfsplatz", LONG_NAME, "Tiefgarage am Theater (Bismarckplatz)",
+              "Parkplatz Dultplatz", "P+R Unterer Wöhrd", "P+R Universität / Klinikum",
+              "Dr.-Martin-Luther-Straße (on-street)"]
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def all_lots(city) -> list[str]:
+    """Ten more lots named as a city names them (one very long), so the page lays out a whole city."""
+    from parking.lots import import_lots
+
+    features = [{"type": "Feature", "id": f"C{i:02d}", "geometry": {"type": "Point", "coordinates": [12.1, 49.0]},
+                 "properties": {"name": name, "category": "parkingGarage", "bays": [f"C{i:02d}-{b}" for b in range(40)]}}
+                for i, name in enumerate(CITY_NAMES)]
+    import_lots({"type": "FeatureCollection", "features": features}, "Europe/Berlin")
+    return [f["id"] for f in features]
 
 
 @pytest.fixture
@@ -260,3 +281,81 @@ def test_api_errors_and_bad_input_reach_the_user(page: Page, site: str, days: di
     assert len(refused) == 2
     for e in refused:
         page_errors.remove(e)
+
+
+def box_of(locator) -> dict:
+    """The element's bounding box in page pixels (it must be rendered)."""
+    box = locator.bounding_box()
+    assert box is not None, "not rendered"
+    return box
+
+
+def test_summary_fits_its_box_with_every_lot_at_1280_px(page: Page, site: str, days: dict, all_lots):
+    page.goto(f"{site}/planner?{urlencode({'from': days['from'], 'to': days['to']})}")
+    shown(page, **{"from": days["from"], "to": days["to"]})
+    expect(page.locator("#summary tbody tr")).to_have_count(3 + len(all_lots))
+    frame = page.locator("#summary").locator("xpath=..")  # the box the table sits in
+    sizes = frame.evaluate("f => [f.scrollWidth, f.clientWidth]")
+    assert sizes[0] <= sizes[1], f"the table is wider than its box: {sizes}"
+    outer = box_of(frame)
+    for header in ("Turnover per bay per day", "Coverage %"):
+        cell = box_of(page.locator("#summary thead th", has_text=header))
+        assert outer["x"] <= cell["x"] and cell["x"] + cell["width"] <= outer["x"] + outer["width"] + 0.5, header
+        assert cell["x"] + cell["width"] <= page.viewport_size["width"], f"{header} is off screen"
+    # A long name wraps within its cell instead of widening the table.
+    name = box_of(page.locator("#summary tbody th", has_text=LONG_NAME))
+    assert name["width"] < outer["width"] / 3
+
+
+def test_a_long_lot_name_keeps_its_checkbox_on_its_first_line(page: Page, site: str, days: dict, all_lots):
+    open_planner(page, site)
+    labels = page.locator("#lot-boxes label.check")
+    expect(labels).to_have_count(3 + len(all_lots))
+    for index in range(labels.count()):
+        label = labels.nth(index)
+        box, name = box_of(label.locator("input")), box_of(label.locator(".name"))
+        assert name["y"] < box["y"] + box["height"], f"{label.text_content()}: the name starts below its box"
+        assert name["x"] >= box["x"] + box["width"], f"{label.text_content()}: the name is not beside its box"
+    long_label = box_of(page.locator("#lot-boxes label.check", has_text=LONG_NAME).locator(".name"))
+    one_line = box_of(page.locator("#lot-boxes label.check", has_text="P+R West").locator(".name"))
+    assert long_label["height"] > 1.5 * one_line["height"], "the long name wraps (the test shows that case)"
+
+
+def test_on_a_phone_each_lot_shows_every_figure(page: Page, site: str, days: dict, all_lots):
+    page.set_viewport_size(PHONE)
+    page.goto(f"{site}/planner?{urlencode({'from': days['from'], 'to': days['to']})}")
+    shown(page, **{"from": days["from"], "to": days["to"]})
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    rows = page.locator("#summary tbody tr")
+    expect(rows).to_have_count(3 + len(all_lots))
+    for index in (0, 1, rows.count() - 1):
+        row = rows.nth(index)
+        name = box_of(row.locator("th"))
+        for key, label in (("mean_occupancy_pct", "Mean occupancy %"), ("coverage_pct", "Coverage %")):
+            cell = row.locator(f'[data-key="{key}"]')
+            expect(cell).to_be_visible()
+            where = box_of(cell)
+            assert 0 <= where["x"] and where["x"] + where["width"] <= PHONE["width"], (index, key, where)
+            assert where["y"] > name["y"], "the figures follow the name, card-like"
+            shown_label = cell.evaluate("td => getComputedStyle(td, '::before').content")
+            assert label in shown_label, (key, shown_label)
+
+
+def test_a_future_range_says_so_instead_of_listing_no_coverage(page: Page, site: str, days: dict):
+    open_planner(page, site)
+    today = dt.date.fromisoformat(days["today"])
+    first, last = (today + dt.timedelta(days=10)).isoformat(), (today + dt.timedelta(days=20)).isoformat()
+    choose(page, ["GARAGE"], first, last)
+    shown(page, lot=["GARAGE"], **{"from": first, "to": (today + dt.timedelta(days=21)).isoformat()})
+    note = page.locator("#range-note")
+    expect(note).to_contain_text("This range lies in the future: there are no readings for it yet.")
+    expect(note).not_to_contain_text("Data coverage below")
+    expect(note).not_to_contain_text("(none)")
+    # A past range with one silent lot names it plainly, apart from the lots with thin coverage.
+    page.locator("#lot-all").check()
+    choose(page, ["GARAGE", "STREET"], days["from"], days["last"])
+    shown(page, lot=["GARAGE", "STREET"], **{"from": days["from"], "to": days["to"]})
+    expect(note).to_contain_text("No data in this range for Gesandtenstraße.")
+    expect(note).to_contain_text(re.compile(r"Data coverage below 90 % for Garage Mitte \(\d+\.\d %\): read"))
+    expect(note).not_to_contain_text("(none)")
+    expect(note).not_to_contain_text("(0.0 %)")
