@@ -4,7 +4,7 @@
 Reads the archived free-space counts of 18 German car parks (``../shared/data/parking-traces/``,
 see its README), cleans them and prints, per kind of lot, the mean occupancy of each local hour
 for weekdays, Saturdays and Sundays/holidays, a seasonal factor per month and a rough
-commuter dwell estimate. ``gateway/profiles.py`` holds the printed numbers as constants;
+commuter dwell estimate. ``gateway/simulator/profiles.py`` holds the printed numbers as constants;
 re-run this and paste its output there to regenerate them::
 
     python docs/derive_profiles.py [path/to/free-spaces.csv] [--sites]

@@ -30,7 +30,7 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/demo.db",
                PARKING_HTTP_PORT=str(http), PARKING_COAP_PORT=str(coap))
     process = subprocess.Popen(
-        [sys.executable, "-m", "parking.runner", "--simulate", "--backfill-days", "0.05", "--speed", "20"],
+        [sys.executable, "-m", "service.runner", "--simulate", "--backfill-days", "0.05", "--speed", "20"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from gateway import profiles, simulator
-from gateway.simulator import CityModel, LiveSender, LotSpec, backfill, parse_hostport
+from gateway.simulator import model as simulator, profiles
+from gateway.simulator.model import CityModel, LiveSender, LotSpec, backfill, parse_hostport
 from parking.extensions import db
 from parking.lots import validate_collection
 from parking.models import Bay

@@ -31,13 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prepare(app: Flask, args: argparse.Namespace) -> None:
     """Schema up to date, lots imported, simulated history written when asked."""
-    from .cli import ensure_lots, init_db
+    from parking.cli import ensure_lots, init_db
 
     with app.app_context():
         init_db()
         ensure_lots()
         if args.simulate and args.backfill_days > 0:
-            from gateway.simulator import backfill
+            from gateway.simulator.model import backfill
 
             backfill(app, args.backfill_days, seed=args.seed)
 
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from gateway.server import run_in_thread
 
-    from . import create_app
-    from .jobs import start_scheduler
+    from parking import create_app
+    from parking.jobs import start_scheduler
 
     app = create_app()
     prepare(app, args)

@@ -4,7 +4,7 @@ Three layers, each usable alone:
 
 - The model (`CityModel`, `LotModel`, `Sensor`): pure Python, no I/O. Each lot steps through
   simulated time in fixed one-minute steps. Cars arrive at free bays so that the lot's
-  occupancy follows `gateway.profiles.target_occupancy` for its kind (times a per-lot level and
+  occupancy follows `gateway.simulator.profiles.target_occupancy` for its kind (times a per-lot level and
   a per-day factor), and each car stays for a time drawn from the kind's stay mixture; when the
   lot runs above its target (the evening), the cars due soonest leave early. Each bay's sensor
   reports every change, repeats its state as a heartbeat (every `HEARTBEAT` s, jittered), counts
