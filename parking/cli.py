@@ -1,4 +1,7 @@
-"""Flask CLI commands: init-db, import-lots, rollup, simulate, sensors."""
+"""Flask CLI commands: init-db, import-lots, rollup, sensors.
+
+`simulate` is the gateway's: `gateway.simulator.cli` registers it (`flask.commands` entry points).
+"""
 from __future__ import annotations
 
 import click
@@ -53,21 +56,6 @@ def init_app(app: Flask) -> None:
             click.echo(f"marked {mark_all()} hours for recomputation")
         stats = run_rollup()
         click.echo(f"rolled up {stats.hours} hours of {stats.lots} lots in {stats.seconds:.2f} s")
-
-    @app.cli.command("simulate")
-    @click.option("--backfill-days", default=0, show_default=True, type=click.IntRange(0, 3660))
-    @click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01))
-    @click.option("--coap", default=None, help="gateway HOST:PORT (default PARKING_COAP_HOST:PORT)")
-    @click.option("--seed", default=1, show_default=True, type=int)
-    @click.option("--no-live", is_flag=True, help="only backfill, then exit")
-    def simulate_command(backfill_days, speed, coap, seed, no_live):
-        """Run simulated bay sensors against the gateway, after writing simulated history."""
-        from gateway.simulator import run_simulator
-
-        init_db()
-        ensure_lots()
-        coap = coap or f"{current_app.config['COAP_HOST']}:{current_app.config['COAP_PORT']}"
-        run_simulator(current_app._get_current_object(), backfill_days, speed, coap, seed, live=not no_live)
 
     @app.cli.command("sensors")
     @click.option("--all", "show_all", is_flag=True, help="every sensor, not only those needing attention")

@@ -1,13 +1,15 @@
-"""The operators' view of sensors: which are silent past stale_after or low on battery."""
+"""The stored sensors: the operators' view (which are silent past stale_after or low on battery)
+and the snapshot a simulator continues from (`sensor_snapshot`)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 
 from .extensions import db
-from .models import Bay
+from .models import Bay, Lot, Reading
 from .timefmt import iso_utc
 
 
@@ -44,3 +46,40 @@ def sensor_report(only_problems: bool = True, lot_id: str | None = None, now: fl
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class LotBays:
+    """One stored lot as a simulator needs it: what kind of lot, where, which bays."""
+
+    id: str
+    category: str | None
+    park_and_ride: dict | None
+    timezone: str
+    bays: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SensorSnapshot:
+    """The stored lots and, per bay, its last state and seq; the newest stored reading's ts."""
+
+    lots: list[LotBays]
+    states: dict[str, bool | None]
+    last_seqs: dict[str, int]
+    newest_ts: float | None
+
+
+def sensor_snapshot() -> SensorSnapshot:
+    """What the stored sensors last said, for a simulator to continue from (app context needed)."""
+    lots = [
+        LotBays(lot.id, lot.category, lot.park_and_ride, lot.timezone, tuple(bay.id for bay in lot.bays))
+        for lot in db.session.scalars(select(Lot).order_by(Lot.id))
+    ]
+    states = dict(db.session.execute(select(Bay.id, Bay.state)).all())
+    seqs = db.session.execute(
+        select(Bay.id, func.max(Reading.seq))
+        .join(Reading, and_(Reading.bay_id == Bay.id, Reading.ts == Bay.last_ts))
+        .group_by(Bay.id)
+    ).all()
+    newest = db.session.scalar(select(func.max(Reading.ts)))
+    return SensorSnapshot(lots, states, {bay: seq for bay, seq in seqs if seq is not None}, newest)

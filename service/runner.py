@@ -37,7 +37,7 @@ def prepare(app: Flask, args: argparse.Namespace) -> None:
         init_db()
         ensure_lots()
         if args.simulate and args.backfill_days > 0:
-            from gateway.simulator.model import backfill
+            from gateway.simulator.history import backfill
 
             backfill(app, args.backfill_days, seed=args.seed)
 

@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.simulator import model as simulator, profiles
-from gateway.simulator.model import CityModel, LiveSender, LotSpec, backfill, parse_hostport
+from gateway.simulator.history import backfill, model_from_db
+from gateway.simulator.model import CityModel, LotSpec
+from gateway.simulator.sender import LiveSender, parse_hostport
 from parking.extensions import db
 from parking.lots import validate_collection
 from parking.models import Bay
@@ -256,11 +258,23 @@ def test_backfill_continues_from_the_newest_reading(city):
     assert model.now == now
 
 
+def test_flask_simulate_command_is_registered_from_the_gateway(city):
+    """`flask --app app simulate` comes from the flask.commands entry point, not from parking.cli."""
+    from click.testing import CliRunner
+    from flask.cli import FlaskGroup
+
+    assert "simulate" not in city.cli.commands  # the core does not register it itself
+    cli = FlaskGroup(create_app=lambda: city)
+    result = CliRunner().invoke(cli, ["simulate", "--backfill-days", "1", "--no-live", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert db.session.scalar(select(func.count()).select_from(Row)) >= 12 * 86400 / 630 * 0.8
+
+
 def test_model_from_db_starts_where_the_history_stops(city):
     now = float(int(time.time()) - 600)
     backfill(city, 0.5, now=now, seed=8)
     stored = dict(db.session.execute(select(Bay.id, Bay.state)).all())
-    model = CityModel.from_db(now, seed=9)
+    model = model_from_db(now, seed=9)
     states = {s.bay: s.state for s in model.sensors}
     assert {b: v for b, v in stored.items() if v is not None} == {
         b: states[b] for b, v in stored.items() if v is not None
@@ -329,7 +343,7 @@ def test_live_sender_posts_json_and_retries_after_503():
 
 def test_live_mode_readings_reach_the_database(coap_gateway):
     host, port = coap_gateway
-    model = CityModel.from_db(time.time(), seed=4)
+    model = model_from_db(time.time(), seed=4)
 
     async def scenario():
         sender = LiveSender(model, host, port, speed=1200)

@@ -1,4 +1,4 @@
 """`python -m gateway.simulator`: the parking-simulate console script."""
-from .model import main
+from .cli import main
 
 raise SystemExit(main())
