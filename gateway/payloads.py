@@ -20,10 +20,11 @@ import time
 from collections.abc import Mapping
 
 import cbor2
-from aiocoap import error
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from parking.ingest import SEQ_MAX, Reading
+
+from .errors import PayloadError, UnsupportedFormat
 
 JSON = 50
 CBOR = 60
@@ -43,21 +44,6 @@ SENML_CBOR_LABELS = {
 }  # fmt: skip
 _SENML_NAMES = set(SENML_CBOR_LABELS.values())
 _SENML_VALUES = ("v", "vs", "vd", "s")
-
-
-class PayloadError(error.BadRequest):
-    """4.00 Bad Request: the payload is malformed or invalid; the text says what is wrong."""
-
-
-class UnsupportedFormat(error.UnsupportedContentFormat):
-    """4.15 Unsupported Content-Format: anything but 50, 60, 110 or 112 (or none at all)."""
-
-    def __init__(self, content_format):
-        shown = "none" if content_format is None else str(int(content_format))
-        super().__init__(
-            f"Content-Format {shown} not supported: use 50 (JSON), 60 (CBOR), "
-            "110 (SenML JSON) or 112 (SenML CBOR)"
-        )
 
 
 class _StrictBool(fields.Field):

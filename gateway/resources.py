@@ -2,10 +2,9 @@
 
 This module owns, one Resource subclass per path: `POST /occupancy` (`OccupancyResource`, with
 its Block1 assembly and size limit), `GET /lots/<lot id>` with Observe (`LotResource`,
-`lot_message`) and `/.well-known/core` (`DiscoveryResource`); the errors they answer with, each
-a CoAP code with a short diagnostic text (`TooLarge`, `Unavailable`, `BlockIncomplete`); and
-`build_site`. The resources reach storage only through the `Gateway` they are given (its writer
-and `read_states`), never the database directly.
+`lot_message`) and `/.well-known/core` (`DiscoveryResource`); and `build_site`. The errors they
+answer with are in `gateway.errors`. The resources reach storage only through the gateway they
+are given (`GatewayPort`: its writer and `read_states`), never the database directly.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiocoap
 import cbor2
@@ -28,9 +27,7 @@ from parking.current import LotState
 from parking.timefmt import iso_utc
 
 from . import payloads
-
-if TYPE_CHECKING:
-    from .server import Gateway
+from .errors import BlockIncomplete, TooLarge, Unavailable
 
 # --- Limits (stated for sensor makers in docs/sensors.md) --------------------------------------
 # A request body (one datagram, or all Block1 blocks together) may be this large: about 200
@@ -39,44 +36,18 @@ MAX_PAYLOAD = 16 * 1024
 # Up to this much payload always travels in one datagram (aiocoap and libcoap clients switch to
 # Block1 above it); larger single datagrams are accepted up to MAX_PAYLOAD but may be fragmented.
 SAFE_DATAGRAM_PAYLOAD = 1024
-# Max-Age (s) of a 5.03 when the database is unreachable: Unavailable's default, so it lives here;
-# the writer and the gateway's reads say the same number in their diagnostic text.
-RETRY_AFTER = 5
 
 
-# --- Errors: each a CoAP code with a short diagnostic text -------------------------------------
-class TooLarge(error.RequestEntityTooLarge):
-    """4.13: the body is over MAX_PAYLOAD; Size1 tells the sensor the limit (RFC 7959 §4)."""
+class GatewayPort(Protocol):
+    """What the resources use of the gateway that serves them (`gateway.server.Gateway`)."""
 
-    def __init__(self, size: int):
-        super().__init__(f"request of {size} bytes is over the limit of {MAX_PAYLOAD} bytes")
+    closing: bool
+    inflight: int
+    writer: object  # its `submit(readings, received_at)` returns a future settled after the commit
 
-    def to_message(self):
-        """The answer, with Size1."""
-        message = super().to_message()
-        message.opt.size1 = MAX_PAYLOAD
-        return message
+    def count(self, code: Code) -> None: ...
 
-
-class Unavailable(error.ServiceUnavailable):
-    """5.03: nothing was stored; Max-Age says when to try again."""
-
-    def __init__(self, message: str, retry_after: int = RETRY_AFTER):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def to_message(self):
-        """The answer, with Max-Age."""
-        message = super().to_message()
-        message.opt.max_age = self.retry_after
-        return message
-
-
-class BlockIncomplete(error.RequestEntityIncomplete):
-    """4.08: a Block1 block arrived without the blocks before it (RFC 7959 §2.9.2)."""
-
-    message = "block out of sequence: start again with block 0"
-
+    async def read_states(self, lot_ids) -> tuple[float, dict[str, LotState]]: ...
 
 
 # --- Resources ----------------------------------------------------------------------------------
@@ -86,7 +57,7 @@ class OccupancyResource(resource.Resource):
     rt = "parking.occupancy"
     ct = " ".join(str(c) for c in payloads.CONTENT_FORMATS)
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: GatewayPort):
         super().__init__()
         self.gateway = gateway
         self._blocks = Block1Spool()
@@ -121,7 +92,7 @@ class OccupancyResource(resource.Resource):
         end = len(request.payload) if block1 is None else block1.start + len(request.payload)
         announced = request.opt.size1 or 0
         if max(end, announced) > MAX_PAYLOAD:
-            raise TooLarge(max(end, announced))
+            raise TooLarge(max(end, announced), MAX_PAYLOAD)
         try:
             return self._blocks.feed_and_take(request)
         except error.RequestEntityIncomplete:
@@ -145,7 +116,7 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
     rt = "parking.lot"
     ct = "50 60"
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: GatewayPort):
         super().__init__()
         self.gateway = gateway
         self.known: list[str] = []  # lot ids for /.well-known/core, as last read

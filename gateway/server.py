@@ -29,7 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from parking.current import LotState, lot_states
 
-from .resources import MAX_PAYLOAD, RETRY_AFTER, LotResource, OccupancyResource, Unavailable, build_site
+from .errors import Unavailable
+from .resources import MAX_PAYLOAD, LotResource, OccupancyResource, build_site
 from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport
 from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, Writer, WriterStats
 from .writer_process import storage_unavailable
@@ -151,7 +152,7 @@ class Gateway:
             return await loop.run_in_executor(self._readers, self._read_states, lot_ids)
         except SQLAlchemyError as exc:
             if storage_unavailable(exc):
-                raise Unavailable(f"storage unavailable: retry in {RETRY_AFTER} s") from None
+                raise Unavailable() from None
             raise
 
     def _read_states(self, lot_ids) -> tuple[float, dict[str, LotState]]:

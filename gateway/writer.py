@@ -2,7 +2,7 @@
 
 This module owns `Writer`, which the event loop uses as if it stored readings itself: `submit`
 returns a future that is settled only after the commit holding the request's readings (or with
-the request's 4.00 / 4.04 / 5.03 / 5.00). The storing happens in a separate process
+the request's refusal from `gateway.errors`: 4.00 / 4.04 / 5.03 / 5.00). The storing happens in a separate process
 (`python -m gateway.writer_process`, started with `subprocess`, i.e. spawned, never forked: the
 gateway has threads and an event loop), so that the database work does not compete with the event loop
 for one interpreter lock. Also here: the limits of the queue and the groups, the flow of groups
@@ -23,11 +23,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from aiocoap import error
 from flask import Flask
 
 from . import writer_process as wp
-from .resources import RETRY_AFTER, Unavailable
+from .errors import Unavailable
 
 log = logging.getLogger("parking.gateway")
 
@@ -225,11 +224,11 @@ class Writer:
             if outcome is None:
                 job.future.set_result(None)
             else:
-                job.future.set_exception(_refusal(*outcome))
+                job.future.set_exception(outcome)
         if not available:
             # Whatever waits would fail the same way: answer it now rather than one lock timeout
             # per group later. The next request tries the database again.
-            self._fail(self._take_pending(), lambda: _refusal(wp.UNAVAILABLE, None))
+            self._fail(self._take_pending(), Unavailable)
         self._pump()
         if lots:
             self.on_commit(set(lots))
@@ -316,13 +315,3 @@ class Writer:
                 process.kill()
                 await asyncio.to_thread(process.wait, 5)
 
-
-def _refusal(code: str, text: str | None) -> error.Error:
-    """The CoAP error for a request the writer refused."""
-    if code == wp.NOT_FOUND:
-        return error.NotFound(text)
-    if code == wp.BAD_REQUEST:
-        return error.BadRequest(text)
-    if code == wp.UNAVAILABLE:
-        return Unavailable(f"storage unavailable: retry in {RETRY_AFTER} s")
-    return error.InternalServerError(text)

@@ -31,6 +31,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from .errors import PayloadError, StorageFailed, Unavailable, UnknownBay
+
 log = logging.getLogger("parking.gateway.writer")
 
 CONNECT_TIMEOUT = 3  # seconds for a PostgreSQL connection attempt
@@ -42,13 +44,10 @@ WRITER_CACHE_KIB = 8 * 1024
 # exit: used by `python -m bench.profile_gateway`.
 PROFILE_ENV = "PARKING_WRITER_PROFILE"
 
-# Outcome codes of one request, as sent back to the gateway (None means stored: 2.04).
-NOT_FOUND, BAD_REQUEST, UNAVAILABLE, INTERNAL = "4.04", "4.00", "5.03", "5.00"
-
 # Messages. gateway → writer: (INIT, app config, lock timeout, log level) first, then
 # (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …]), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per group, in order: (DONE,
-# outcomes, stored, seconds, available, changed lot ids), outcomes one per request: None or
-# (code, text).
+# outcomes, stored, seconds, available, changed lot ids), outcomes one per request: None (stored:
+# 2.04) or the request's refusal, a `gateway.errors` error (it pickles with its text).
 INIT, GROUP, STOP, READY, DONE = "init", "group", "stop", "ready", "done"
 _HEADER = struct.Struct("!I")
 
@@ -143,9 +142,9 @@ class Store:
                 try:
                     valid += ingest.prepare(session, readings, now=received_at, directory=self.directory)
                 except ingest.UnknownBay as exc:
-                    outcomes[index] = (NOT_FOUND, exc.message)
+                    outcomes[index] = UnknownBay(exc.message)
                 except ingest.InvalidReading as exc:
-                    outcomes[index] = (BAD_REQUEST, exc.message)
+                    outcomes[index] = PayloadError(exc.message)
             if valid:
                 # One receipt time per group: its requests arrived within milliseconds of each other.
                 received_at = max(received_at for received_at, _ in jobs)
@@ -156,10 +155,10 @@ class Store:
             _rollback(session)
             if storage_unavailable(exc):
                 self.set_available(False, exc)
-                return [(UNAVAILABLE, None)] * len(jobs), 0, set()
+                return [Unavailable() for _ in jobs], 0, set()
             log.error("could not store a group of %d requests", len(jobs), exc_info=exc)
             self.directory.forget()
-            return [(INTERNAL, "could not store: internal error")] * len(jobs), 0, set()
+            return [StorageFailed("could not store: internal error") for _ in jobs], 0, set()
         self.set_available(True)
         if result is None:
             return outcomes, 0, set()
@@ -207,7 +206,7 @@ def _refuse_waiting(channel: Channel, store: Store) -> bool:
             return True
         if message[0] == STOP:
             return False
-        reply = (DONE, [(UNAVAILABLE, None)] * len(message[1]), 0, 0.0, store.available, [])
+        reply = (DONE, [Unavailable() for _ in message[1]], 0, 0.0, store.available, [])
         if not channel.send(reply):
             return False
 

@@ -5,7 +5,8 @@ import time
 import cbor2
 import pytest
 
-from gateway.payloads import PayloadError, UnsupportedFormat, decode
+from gateway.errors import PayloadError, UnsupportedFormat
+from gateway.payloads import decode
 from parking.ingest import Reading
 
 NOW = 1_763_900_000.0
