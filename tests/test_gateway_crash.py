@@ -50,8 +50,9 @@ def start(url: str, port: int, log: Path) -> subprocess.Popen:
     raise AssertionError(f"gateway did not start:\n{log.read_text()[-3000:]}")
 
 
-async def load(port: int, proc: subprocess.Popen, kill_after: float) -> tuple[list[tuple], int]:
-    """Distinct confirmable POSTs from several senders; SIGKILL the gateway mid-load.
+async def load(port: int, proc: subprocess.Popen, kill_at: int, limit: float = 60.0) -> tuple[list[tuple], int]:
+    """Distinct confirmable POSTs from several senders; SIGKILL the gateway mid-load, once
+    `kill_at` readings were acknowledged (a count, not a time: a loaded machine is slower).
 
     Returns the readings answered 2.04, as (bay, ts, occupied), and how many were sent.
     """
@@ -78,7 +79,9 @@ async def load(port: int, proc: subprocess.Popen, kill_after: float) -> tuple[li
                 acknowledged.append((reading["bay"], reading["ts"], reading["occupied"]))
 
     tasks = [asyncio.create_task(sender(i, c)) for i, c in enumerate(contexts)]
-    await asyncio.sleep(kill_after)
+    deadline = time.monotonic() + limit
+    while len(acknowledged) < kill_at and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     await asyncio.sleep(0.3)  # answers in flight at the kill still arrive, or never do
     for task in tasks:
@@ -123,7 +126,7 @@ def test_sigkill_under_load_loses_no_acknowledged_reading(city, tmp_path):
     proc = start(url, port, log)
     writers = children(proc.pid)
     try:
-        acknowledged, sent = asyncio.run(load(port, proc, kill_after=1.5))
+        acknowledged, sent = asyncio.run(load(port, proc, kill_at=40))
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
         proc.kill()
