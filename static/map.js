@@ -114,6 +114,19 @@
     return p.park_and_ride && typeof p.park_and_ride === "object" ? p.park_and_ride : null;
   }
 
+  // The kind of car park a name starts with: the marker says it with its own symbols instead.
+  const KIND = /^(parkhaus|tiefgarage|parkplatz|parkdeck|parkgarage|garage|car park|parking|p\s*\+\s*r)\s+/i;
+
+  /** What a map label calls a lot: its name without the kind ("Parkhaus", "P+R" …) and without
+      what follows " / ", "(" or ",", at most 18 characters. "Tiefgarage Hauptbahnhof / Castra-
+      Regina-Center" is "Hauptbahnhof"; the full name is in the popup and the list. */
+  function shortName(name) {
+    const full = String(name).trim();
+    const bare = full.replace(KIND, "") || full;
+    const head = bare.split(/\s+\/\s*|\s*[(,]/)[0].trim() || bare;
+    return head.length > 18 ? head.slice(0, 17).trimEnd() + "…" : head;
+  }
+
   // ---- data ---------------------------------------------------------------------------------
 
   async function getJSON(url) {
@@ -219,8 +232,9 @@
     return b;
   }
 
-  /** Name-less summary of a lot: numbers, status, freshness, P+R, links (popup and panel). */
-  function summary(id, f) {
+  /** Name-less summary of a lot: numbers, status, freshness, P+R, links (popup and panel).
+      `brief`: the numbers and the status only (a popup beside the panel that has the rest). */
+  function summary(id, f, brief) {
     const p = f.properties;
     const s = STATUS[p.status] || STATUS.unknown;
     const box = el("div", "lot-summary" + (lotStale(p) ? " stale" : ""));
@@ -239,6 +253,7 @@
       u.dataset.field = "unknown";
       box.append(el("p", "warn", u, p.unknown === 1 ? " sensor not reporting" : " sensors not reporting"));
     }
+    if (brief) return box;
     const when = el("time", null, ago(p.updated_at));
     if (p.updated_at) {
       when.dateTime = p.updated_at;
@@ -281,6 +296,9 @@
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
   map.createPane("outline").style.zIndex = 250; // above tiles, below markers and popups
   map.createPane("labels").style.zIndex = 260;
+  // From this zoom on (a few streets across the screen) every label also names its lot; farther
+  // out the numbers alone keep the labels small, and a hovered or focused one shows its name.
+  const NAMES_ZOOM = 15;
   const markers = new Map(); // id -> {marker}
   const lotLayer = L.layerGroup().addTo(map);
   let hereMarker = null;
@@ -375,7 +393,7 @@
     node.dataset.free = String(p.free);
     node.dataset.status = String(p.status);
     // What is seen is hidden from screen readers, which hear one sentence instead.
-    const seen = el("span", "seen", badge(p), pr(p) ? el("span", "pr-tag", "P+R") : null);
+    const seen = el("span", "seen", badge(p), pr(p) ? el("span", "pr-tag", "P+R") : null, el("span", "short", shortName(p.name)));
     seen.setAttribute("aria-hidden", "true");
     const said = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
     node.append(seen, el("span", "sr", String(p.name) + ": " + said + (pr(p) ? ", park and ride" : "")));
@@ -432,6 +450,14 @@
     if (kids.length !== old.length || kids.some((k, i) => !k.isEqualNode(old[i]))) box.replaceChildren(...kids);
   }
 
+  /** Say the zoom on the map element (class "names" from NAMES_ZOOM on; data-zoom for tests). */
+  function showZoom() {
+    const box = map.getContainer();
+    box.dataset.zoom = String(map.getZoom());
+    box.dataset.namesZoom = String(NAMES_ZOOM);
+    box.classList.toggle("names", map.getZoom() >= NAMES_ZOOM);
+  }
+
   /** Place each label near its lot without covering another label or lot: the nearest free
       spot of a few candidates around the dot, joined to it by a leader line. */
   function declutter() {
@@ -472,18 +498,46 @@
     }
   }
 
+  /** The popup: the whole summary, or, while the panel beside the map shows this lot (a wide
+      screen), only its name and numbers, so the two never say the same things twice. */
   function popupContent(id) {
     const f = state.lots.get(id);
     const box = el("div", "popup");
     if (!f) return box;
-    box.append(el("h2", "popup-name", String(f.properties.name)), summary(id, f));
-    if (narrow.matches || state.selected !== id || $("detail").hidden) {
+    const inPanel = !narrow.matches && state.selected === id && !$("detail").hidden;
+    box.append(el("h2", "popup-name", String(f.properties.name)), summary(id, f, inPanel));
+    if (!inPanel) {
       const more = el("button", "btn", "Bays and details");
       more.type = "button";
       more.addEventListener("click", () => openDetail(id, true));
       box.append(more);
     }
     return box;
+  }
+
+  /** The legend: each marker symbol with what it means, drawn by the code that draws the markers. */
+  function addLegend() {
+    const legend = L.control({ position: "bottomleft" });
+    legend.onAdd = () => {
+      const list = el("ul", "legend-list");
+      const sample = (status, free) => badge({ status, free, updated_at: null });
+      list.append(el("li", null, sample("spacesAvailable", 12), " " + STATUS.spacesAvailable.word + " (the number: free spaces)"));
+      for (const [status, free] of [["almostFull", 2], ["full", 0], ["closed", 0], ["unknown", 0]]) {
+        list.append(el("li", null, sample(status, free), " " + STATUS[status].word));
+      }
+      const old = sample("spacesAvailable", 12);
+      old.classList.add("stale");
+      list.append(el("li", null, old, " old data (no reading for a while)"));
+      list.append(el("li", null, el("span", "pr-tag", "P+R"), " Park and ride"));
+      const details = el("details", "map-legend", el("summary", null, "Legend"), list);
+      details.open = !narrow.matches;
+      const box = el("section", "leaflet-bar legend-box", details);
+      box.setAttribute("aria-label", "Legend");
+      L.DomEvent.disableClickPropagation(box);
+      L.DomEvent.disableScrollPropagation(box);
+      return box;
+    };
+    legend.addTo(map);
   }
 
   function fitToLots() {
@@ -723,9 +777,14 @@
     map.invalidateSize();
     if (!state.fitted) fitToLots();
   });
-  map.on("zoomend", declutter);
+  map.on("zoomend", () => {
+    showZoom();
+    declutter();
+  });
   map.setView([0, 0], 2); // placeholder until the lots (or the outline) give the real extent
   if (cfg.tileUrl) addTiles();
+  addLegend();
+  showZoom();
   addOutline();
   refresh();
 })();

@@ -71,8 +71,11 @@ def open_map(browser, site):
     contexts = []
     opened: list[MapPage] = []
 
-    def _open(viewport=DESKTOP, clock=False, geolocation=None, rewrite_html=None, rewrite_api=None) -> MapPage:
+    def _open(viewport=DESKTOP, clock=False, geolocation=None, rewrite_html=None, rewrite_api=None,
+              reduced_motion=None) -> MapPage:
         extra = {"geolocation": geolocation, "permissions": ["geolocation"]} if geolocation else {}
+        if reduced_motion:  # the page then zooms without animation: every zoom is final at once
+            extra["reduced_motion"] = reduced_motion
         context = browser.new_context(viewport=viewport, locale="en-GB", timezone_id="Europe/Berlin", **extra)
         contexts.append(context)
         mp = MapPage(context.new_page())
@@ -499,3 +502,101 @@ def test_nearest_first_uses_the_location_only_when_asked(open_map, site):
     expect(page.locator("#lot-list .lot-item").first).to_have_attribute("data-lot-id", "STREET")
     expect(page.locator("#lot-list .lot-item").first).to_contain_text("m away")
     assert list_ids(page) == ["STREET", "GARAGE", "PR-WEST"]
+
+
+def zoom_of(page: Page) -> float:
+    """The map's zoom level, as the page states it on #map."""
+    return float(page.locator("#map").get_attribute("data-zoom"))
+
+
+def zoom_until(page: Page, condition, button: str) -> None:
+    """Click Leaflet's zoom button until condition(zoom) holds (bounded)."""
+    for _ in range(12):
+        if condition(zoom_of(page)):
+            return
+        before = zoom_of(page)
+        page.locator(f".leaflet-control-zoom-{button}").click()
+        expect(page.locator("#map")).not_to_have_attribute("data-zoom", str(before).removesuffix(".0"))
+    assert condition(zoom_of(page)), zoom_of(page)
+
+
+def test_markers_name_their_lot_close_up_and_on_hover(open_map, site):
+    lots = features(site)
+    page = open_map(reduced_motion="reduce").page
+    names = page.locator("#map").get_attribute("data-names-zoom")
+    assert names, "the page says from which zoom on the labels carry names"
+    short = {"PR-WEST": "West", "GARAGE": "Mitte", "STREET": "Gesandtenstraße"}
+    # Far out: the numbers only, the name on hover (and on keyboard focus).
+    zoom_until(page, lambda z: z < float(names), "out")
+    for lot_id in lots:
+        expect(marker(page, lot_id).locator(".short")).to_be_hidden()
+    marker(page, "GARAGE").hover()
+    expect(marker(page, "GARAGE").locator(".short")).to_be_visible()
+    expect(marker(page, "GARAGE").locator(".short")).to_have_text(short["GARAGE"])
+    page.mouse.move(1, 1)
+    expect(marker(page, "GARAGE").locator(".short")).to_be_hidden()
+    icon(page, "STREET").focus()
+    expect(marker(page, "STREET").locator(".short")).to_be_visible()
+    page.locator("#f-name").focus()
+    # Close up: every label names its lot, and no label covers another.
+    zoom_until(page, lambda z: z >= float(names), "in")
+    for lot_id, name in short.items():
+        expect(marker(page, lot_id).locator(".short")).to_be_visible()
+        expect(marker(page, lot_id).locator(".short")).to_have_text(name)
+        expect(marker(page, lot_id).locator(".num")).to_have_text(str(lots[lot_id]["properties"]["free"]))
+    boxes = [marker(page, lot_id).bounding_box() for lot_id in lots]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart = (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                     or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+            assert apart, (a, b)
+
+
+def test_short_names_keep_what_tells_lots_apart(open_map, site, city):
+    from parking.lots import import_lots
+
+    named = {"A1": "Parkhaus Dachauplatz", "A2": "Tiefgarage Hauptbahnhof / Castra-Regina-Center",
+             "A3": "Dr.-Martin-Luther-Straße (on-street)", "A4": "P+R Universität / Klinikum"}
+    import_lots({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": lot_id, "geometry": {"type": "Point", "coordinates": [12.05 + i * 0.01, 49.03]},
+         "properties": {"name": name, "bays": [f"{lot_id}-1"]}} for i, (lot_id, name) in enumerate(named.items())]},
+        "Europe/Berlin")
+    page = open_map().page
+    texts = {lot_id: marker(page, lot_id).locator(".short").text_content() for lot_id in named}
+    assert texts == {"A1": "Dachauplatz", "A2": "Hauptbahnhof", "A3": "Dr.-Martin-Luther…", "A4": "Universität"}
+
+
+def test_a_legend_explains_every_symbol_of_the_markers(open_map, site):
+    page = open_map().page
+    legend = page.get_by_role("region", name="Legend")
+    expect(legend).to_be_visible()
+    words = {"st-ok": "Spaces available", "st-almost": "Almost full", "st-full": "Full",
+             "st-closed": "Closed", "st-unknown": "No current data"}
+    for cls, word in words.items():
+        entry = legend.locator("li", has=page.locator(f".badge.{cls}:not(.stale)"))
+        expect(entry).to_have_count(1)
+        expect(entry).to_contain_text(word)
+    expect(legend.locator("li", has=page.locator(".badge.stale"))).to_contain_text("old data")
+    expect(legend.locator("li", has=page.locator(".pr-tag"))).to_contain_text("Park and ride")
+    expect(legend).to_contain_text("free spaces")
+    # The samples look like the markers: the same shape and colour for the same status.
+    full_marker = marker(page, "GARAGE").locator(".badge")
+    full_sample = legend.locator(".badge.st-full")
+    style = "b => [getComputedStyle(b).backgroundColor, getComputedStyle(b).borderRadius]"
+    assert full_marker.evaluate(style) == full_sample.evaluate(style)
+
+
+def test_popup_and_detail_panel_do_not_repeat_each_other(open_map, site):
+    lots = features(site)
+    page = open_map().page
+    p = lots["PR-WEST"]["properties"]
+    page.locator('.lot-item[data-lot-id="PR-WEST"]').click()  # wide screen: panel and popup
+    popup = page.locator(".leaflet-popup")
+    detail = page.locator("#detail-body")
+    expect(popup.locator(".popup-name")).to_have_text(p["name"])
+    expect(popup.locator('[data-field="free"]')).to_have_text(str(p["free"]))
+    for part in (".ride", ".links", ".addr", ".hours", ".when", "button"):
+        expect(popup.locator(part)).to_have_count(0)
+        expect(detail.locator(part)).to_have_count(1 if part != "button" else 0)
+    # (With the panel closed a marker's popup is the whole summary:
+    # test_popup_numbers_and_links_equal_the_api.)
