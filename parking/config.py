@@ -36,6 +36,10 @@ class Config:
     # GET /api/lots answers from a snapshot refreshed in the background at most this often
     # (seconds; 0: count on every request). See parking/lot_list.py.
     LOTS_SNAPSHOT_SECONDS = _env_int("PARKING_LOTS_SNAPSHOT_SECONDS", 2)
+    # Open data (docs/open-data.md): who publishes the feeds, and the language of lot names.
+    PUBLISHER = os.environ.get("PARKING_PUBLISHER", "parking-occupancy")
+    OPEN_DATA_LANG = os.environ.get("PARKING_OPEN_DATA_LANG", "de")
+    REGION = os.environ.get("PARKING_REGION", "DE-BY")
 
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
