@@ -136,13 +136,16 @@ def render(entity: Entity, *, key_values: bool, attrs: set[str] | None = None,
 
 # ---- q: the NGSI-LD query language, the subset a poller needs ----------------------------------
 
-_TERM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(==|!=|>=|<=|>|<)(.+)$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# An unquoted value: a number, a word or a URI (no operator, grouping or quote characters).
-_BARE = re.compile(r"^[A-Za-z0-9_\-.:/#@+~%!$*]+$")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
-_ITEM = re.compile(r'"[^"]*"|[^,"]+')
-_LIST = re.compile(r'^(?:"[^"]*"|[^,"]+)(?:,(?:"[^"]*"|[^,"]+))*$')
+# The grammar as regular expressions: the parser and the OpenAPI `pattern` of `q` are the same.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_NUMBER = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+_TEXT = r'"[^"]*"'
+_BARE = r"[A-Za-z0-9_.:/#@+~%!$*-]+"  # a number, a word or a URI: no operator, quote or grouping
+_VALUE = f"(?:{_TEXT}|{_BARE})"
+_TERM = f"({_NAME})(?:(==|!=)({_VALUE}(?:,{_VALUE})*)|(>=|<=|>|<)({_NUMBER}))?"
+Q_PATTERN = f"^{_TERM}(?:;{_TERM})*$".replace("(", "(?:").replace("(?:?:", "(?:")
+_TERM_RE = re.compile(_TERM)
+_VALUE_RE = re.compile(_VALUE)
 
 
 @dataclass(frozen=True)
@@ -156,40 +159,33 @@ class Term:
 
 def parse_q(text: str) -> list[Term]:
     """Terms joined by `;` (and): `attr==v`, `attr==v1,v2`, `attr!=v`, `attr>n` (>=, <, <=),
-    or a bare `attr`; values are numbers, "quoted strings" or bare words and URIs.
-    ValueError naming the first part that is not understood."""
-    terms = []
-    for part in text.split(";"):
-        part = part.strip()
-        if _NAME.match(part):
-            terms.append(Term(part))
-            continue
-        match = _TERM.match(part)
+    or a bare `attr`; values are numbers, "quoted text" or unquoted words and URIs.
+    ValueError saying where the text stops being understood."""
+    terms, pos = [], 0
+    while True:
+        match = _TERM_RE.match(text, pos)
         if not match:
-            raise ValueError(f"cannot read {part!r}; use attr==value, terms joined by ';'")
-        attr, op, raw = match.groups()
-        values = tuple(map(_value, _split(raw))) if op in ("==", "!=") else (_value(raw),)
-        if op not in ("==", "!=") and not isinstance(values[0], (int, float)):
-            raise ValueError(f"{op} needs a number in {part!r}")
-        terms.append(Term(attr, op, values))
-    return terms
-
-
-def _split(raw: str) -> list[str]:
-    """v1,"v 2",v3 → its values (a comma inside quotes is part of the text)."""
-    if not _LIST.match(raw):
-        raise ValueError(f"bad value list {raw!r}")
-    return _ITEM.findall(raw)
+            raise ValueError(f"cannot read {text[pos:]!r}: use attr==value, terms joined by ';'")
+        attr, eq_op, eq_values, cmp_op, number = match.groups()
+        if eq_op:
+            terms.append(Term(attr, eq_op, tuple(map(_value, _VALUE_RE.findall(eq_values)))))
+        elif cmp_op:
+            terms.append(Term(attr, cmp_op, (_value(number),)))
+        else:
+            terms.append(Term(attr))
+        pos = match.end()
+        if pos == len(text):
+            return terms
+        if text[pos] != ";":
+            raise ValueError(f"cannot read {text[pos:]!r}: terms are joined by ';'")
+        pos += 1
 
 
 def _value(raw: str):
-    """A q value: a number, a "quoted string", or a bare word or URI."""
-    raw = raw.strip()
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"' and '"' not in raw[1:-1]:
+    """A q value: "quoted text" as its text, a number as a number, else the word or URI."""
+    if raw.startswith('"'):
         return raw[1:-1]
-    if not _BARE.match(raw):
-        raise ValueError(f"bad value {raw!r}: quote text (\"…\") or give a number or a URI")
-    if not _NUMBER.match(raw):
+    if not re.fullmatch(_NUMBER, raw):
         return raw
     return int(raw) if raw.lstrip("-").isdigit() else float(raw)
 

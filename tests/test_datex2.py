@@ -1,6 +1,7 @@
 """GET /api/datex2/parking.json: a DATEX II v3 Parking Publication Light that validates against
 DATEX II's published JSON schema and shows the numbers of GET /api/lots (contract §8)."""
 import json
+import re
 
 import pytest
 
@@ -86,3 +87,14 @@ def test_documented_in_the_openapi_document(client):
     spec = client.get("/api/openapi.json").get_json()
     answer = spec["paths"][URL]["get"]["responses"]["200"]["content"]["application/json"]
     assert answer["schema"]["$ref"].endswith("/Datex2Payload")
+
+
+def test_linked_from_the_map_footer(city, client):
+    """The map's footer links both feeds and the API document, and every link answers."""
+    page = client.get("/").get_data(as_text=True)
+    footer = re.search(r'<footer class="site-footer">(.*?)</footer>', page, re.S).group(1)
+    links = re.findall(r'href="([^"]+)"', footer)
+    assert links == ["/api/datex2/parking.json", "/ngsi-ld/v1/entities?type=OffStreetParking",
+                     "/api/openapi.json"]
+    for link in links:
+        assert client.get(link.replace("&amp;", "&")).status_code == 200

@@ -2,10 +2,13 @@
 against the published schemas, show the numbers of GET /api/lots, and answer bad queries with
 NGSI-LD ProblemDetails (contract §8)."""
 import json
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from parking.ngsi_ld import CONTEXT, Attr, Entity, matches, parse_q
+from parking.ngsi_ld import CONTEXT, Q_PATTERN, Attr, Entity, matches, parse_q
 from tests.open_data_support import (
     HOSTILE_NAME, errors, hostile_lot, key_values, lot_properties, mixed_city,
     smart_data_model_validator,
@@ -128,6 +131,13 @@ def test_one_entity_by_id(city, client):
     assert spot.get_json()["status"]["value"] == "occupied"
 
 
+def test_no_filter_lists_every_entity_lots_first(city, client):
+    everything = [e["id"] for e in entities(client, "options=keyValues")]
+    assert everything == [e["id"] for e in entities(client, "type=OffStreetParking,OnStreetParking")] + \
+        [e["id"] for e in entities(client, "type=ParkingSpot")]
+    assert len(everything) == 3 + 12
+
+
 def test_plain_json_puts_the_context_in_a_link_header(city, client):
     response = client.get(f"{URL}?type=OffStreetParking", headers={"Accept": "application/json"})
     assert response.mimetype == "application/json"
@@ -136,7 +146,6 @@ def test_plain_json_puts_the_context_in_a_link_header(city, client):
 
 
 @pytest.mark.parametrize("query", [
-    "",                                      # no type, id, q or attrs
     "type=ParkingSpot&q=refParkingSite=",    # no value
     "type=ParkingSpot&q=status>free",        # > needs a number
     "type=ParkingSpot&q=(status==free",      # not in the understood subset
@@ -222,3 +231,18 @@ def test_q_terms(q, expected):
 def test_q_refuses_what_it_does_not_understand(q):
     with pytest.raises(ValueError):
         parse_q(q)
+
+
+def _reads(q: str) -> bool:
+    try:
+        parse_q(q)
+    except ValueError:
+        return False
+    return True
+
+
+@given(st.one_of(st.from_regex(Q_PATTERN, fullmatch=True),
+                 st.text(alphabet='ab=!<>;,"1.-: |()', max_size=30)))
+def test_q_pattern_in_the_openapi_document_is_what_the_parser_reads(q):
+    """The OpenAPI `pattern` of q and parse_q accept exactly the same texts."""
+    assert bool(re.fullmatch(Q_PATTERN, q)) == _reads(q)

@@ -8,6 +8,7 @@ lot list snapshot (the numbers of `GET /api/lots`), bays from their stored state
 """
 from __future__ import annotations
 
+import re
 import time
 
 from flask import Response, current_app, jsonify, request
@@ -50,36 +51,32 @@ def _problem(exc: NgsiError):
 
 
 REPRESENTATIONS = ("keyValues", "simplified", "normalized")
+URI = r"[A-Za-z][A-Za-z0-9+.-]*:[^,]+"  # scheme, colon, something: an entity id in a list
+ENTITY_ID = r"^[A-Za-z][A-Za-z0-9+.-]*:.+$"  # the same alone (commas allowed)
+
+
+def comma_list(item: str = "[^,]+", **kwargs) -> fields.Field:
+    """A comma-separated list in one query argument (NGSI-LD style), each element matching `item`;
+    the pattern is in the OpenAPI document too."""
+    pattern = f"^{item}(?:,{item})*$"
+    return CommaList(validate=validate.Regexp(pattern, error=f"must match {pattern}"), **kwargs)
 
 
 class CommaList(fields.String):
-    """A comma-separated list in one query argument (NGSI-LD style), loaded as a list of str;
-    `item` validates each element."""
-
-    def __init__(self, item=None, **kwargs):
-        super().__init__(**kwargs)
-        self.item = item
+    """Loads `a,b,c` as ["a", "b", "c"]. Its validators check the text as given (so the OpenAPI
+    `pattern` describes the argument), before it is split."""
 
     def _deserialize(self, value, attr, data, **kwargs) -> list[str]:
-        items = [part.strip() for part in super()._deserialize(value, attr, data, **kwargs).split(",")]
-        if not all(items):
-            raise ValidationError("a comma-separated list without empty items")
-        if self.item is not None:
-            for part in items:
-                self.item(part)
-        return items
+        text = super()._deserialize(value, attr, data, **kwargs)
+        super()._validate(text)
+        return text.split(",")
 
-
-def _check_uri(value: str) -> None:
-    """Entity ids are URIs: scheme, colon, something."""
-    scheme, sep, rest = value.partition(":")
-    if not (sep and rest and scheme[:1].isalpha()
-            and all(c.isalnum() or c in "+-." for c in scheme)):
-        raise ValidationError(f"{value!r} is not a URI")
+    def _validate(self, value) -> None:
+        """Already done on the text in _deserialize."""
 
 
 def _check_q(value: str) -> None:
-    """The q subset of parking.ngsi_ld.parse_q."""
+    """The q subset parking.ngsi_ld.parse_q reads, with its message saying where it stops."""
     try:
         ngsi_ld.parse_q(value)
     except ValueError as exc:
@@ -92,22 +89,22 @@ class _QueryArgsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    attrs = CommaList(metadata={"description": "only these attributes (comma-separated)"})
-    options = CommaList(item=validate.OneOf(REPRESENTATIONS), metadata={
+    attrs = comma_list(metadata={"description": "only these attributes (comma-separated)"})
+    options = comma_list("(?:" + "|".join(REPRESENTATIONS) + ")", metadata={
         "description": "keyValues (or simplified) for key-values, normalized (the default)"})
     format = fields.String(validate=validate.OneOf(REPRESENTATIONS),
                            metadata={"description": "the same as options, NGSI-LD 1.8 style"})
 
 
 class EntitiesQueryArgsSchema(_QueryArgsSchema):
-    """GET /entities: at least one of type, id, q or attrs."""
+    """GET /entities: which entities (none of type, id, q: all of them), and which page."""
 
-    type = CommaList(metadata={"description": "OffStreetParking, OnStreetParking, ParkingSpot "
-                                              "(comma-separated)"})
-    id = CommaList(item=_check_uri, metadata={"description": "entity ids (comma-separated URIs)"})
+    type = comma_list(metadata={"description": "OffStreetParking, OnStreetParking, ParkingSpot "
+                                               "(comma-separated)"})
+    id = comma_list(URI, metadata={"description": "entity ids (comma-separated URIs)"})
     q = fields.String(validate=_check_q, metadata={
-        "description": 'e.g. refParkingSite==urn:ngsi-ld:OffStreetParking:P1;status=="free" '
-                       "(==, !=, >, >=, <, <=; ';' is and)"})
+        "pattern": ngsi_ld.Q_PATTERN,  # what parse_q reads, exactly (tests/test_ngsi_ld.py)
+        "description": 'e.g. refParkingSite==urn:ngsi-ld:OffStreetParking:P1;status=="free"'})
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(0, MAX_LIMIT))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
     count = fields.Boolean(load_default=False,
@@ -199,9 +196,9 @@ class EntitiesView(MethodView):
                       description="BadRequestData: a query this interface does not understand")
     def get(self):
         """Lots (OffStreetParking, OnStreetParking) and bays (ParkingSpot) matching the query."""
+        # NGSI-LD brokers refuse a query naming none of type, id, q or attrs; a read-only feed can
+        # simply list everything (paged), and an OpenAPI document cannot state "one of" anyway.
         args = _load(EntitiesQueryArgsSchema())
-        if not {"type", "id", "q", "attrs"} & args.keys():
-            raise NgsiError(400, "BadRequestData", "give at least one of type, id, q or attrs")
         types = set(args.get("type", ngsi_ld.TYPES))
         ids = set(args["id"]) if "id" in args else None
         terms = ngsi_ld.parse_q(args["q"]) if "q" in args else []
@@ -216,7 +213,10 @@ class EntitiesView(MethodView):
 class EntityView(MethodView):
     """One entity."""
 
-    @blp.doc(parameters=[{"in": "query", "schema": EntityQueryArgsSchema}],
+    @blp.doc(parameters=[{"in": "query", "schema": EntityQueryArgsSchema},
+                         {"in": "path", "name": "entity_id", "required": True,
+                          "schema": {"type": "string", "pattern": ENTITY_ID},
+                          "example": "urn:ngsi-ld:OffStreetParking:dachauplatz"}],
              responses={"200": _entity_doc("the entity", many=False)})
     @blp.alt_response(400, schema=ProblemDetailsSchema, content_type="application/json",
                       description="BadRequestData: the id is not a URI, or a bad argument")
@@ -225,10 +225,8 @@ class EntityView(MethodView):
     def get(self, entity_id):
         """The lot or bay with that id (urn:ngsi-ld:OffStreetParking:<lot id>, …:ParkingSpot:<bay id>)."""
         args = _load(EntityQueryArgsSchema())
-        try:
-            _check_uri(entity_id)
-        except ValidationError as exc:
-            raise NgsiError(400, "BadRequestData", exc.messages[0]) from exc
+        if not re.match(ENTITY_ID, entity_id):
+            raise NgsiError(400, "BadRequestData", f"{entity_id!r} is not a URI")
         found = _find(set(ngsi_ld.TYPES), {entity_id}, [], None)
         if not found:
             raise NgsiError(404, "ResourceNotFound", f"no entity {entity_id}")
