@@ -94,7 +94,8 @@ def test_linked_from_the_map_footer(city, client):
     page = client.get("/").get_data(as_text=True)
     footer = re.search(r'<footer class="site-footer">(.*?)</footer>', page, re.S).group(1)
     links = re.findall(r'href="([^"]+)"', footer)
-    assert links == ["/api/datex2/parking.json", "/ngsi-ld/v1/entities?type=OffStreetParking",
-                     "/api/openapi.json"]
+    assert links == ["http://localhost/api/datex2/parking.json",
+                     "http://localhost/ngsi-ld/v1/entities?type=OffStreetParking",
+                     "http://localhost/api/openapi.json"]
     for link in links:
-        assert client.get(link.replace("&amp;", "&")).status_code == 200
+        assert client.get(link).status_code == 200

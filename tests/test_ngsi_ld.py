@@ -167,6 +167,12 @@ def test_bad_queries_get_ngsi_ld_problem_details(city, client, query):
     assert body["title"] and body["detail"] and body["status"] == 400
 
 
+def test_problem_details_quote_the_request_as_data(city, client):
+    response = client.get(URL + "?q=<script>alert(1)</script>")
+    assert response.status_code == 400 and b"<" not in response.data
+    assert "<script>" in response.get_json()["detail"]
+
+
 def test_unknown_and_malformed_entity_ids(city, client):
     missing = client.get(f"{URL}/urn:ngsi-ld:ParkingSpot:NOPE")
     assert missing.status_code == 404

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, request
 from flask.views import MethodView
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
@@ -47,7 +47,8 @@ def _problem(exc: NgsiError):
     title = {"BadRequestData": "Bad request data", "ResourceNotFound": "Resource not found"}
     body = {"type": ERROR_TYPES + exc.kind, "title": title.get(exc.kind, exc.kind),
             "status": exc.status, "detail": exc.detail}
-    return jsonify(body), exc.status
+    # The detail may quote the request: encoded like every answer here, never readable as markup.
+    return Response(encode(body), status=exc.status, mimetype="application/json")
 
 
 REPRESENTATIONS = ("keyValues", "simplified", "normalized")
@@ -158,7 +159,7 @@ def _key_values(args: dict) -> bool:
 
 
 def _respond(document, headers: dict | None = None) -> Response:
-    """JSON-LD with the @context inside, or plain JSON with it in a Link header (NGSI-LD §6.3.6)."""
+    """JSON-LD with the @context inside, or plain JSON with it in a Link header, as NGSI-LD says."""
     response = Response(encode(document), headers=headers or {})
     if _wants_ld():
         response.mimetype = LD_JSON
