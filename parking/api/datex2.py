@@ -104,7 +104,7 @@ class ParkingPublicationView(MethodView):
         shot = snapshot()
         config = current_app.config
         document = datex2.publication(
-            shot.features, shot.taken_at, lang=config["OPEN_DATA_LANG"],
+            list(shot.features.values()), shot.taken_at, lang=config["OPEN_DATA_LANG"],
             country=config["REGION"].split("-")[0], publisher=config["PUBLISHER"],
         )
         return Response(encode(document), mimetype="application/json")

@@ -248,7 +248,7 @@ def _find(types: set[str], ids: set[str] | None, terms: list, attrs: set[str] | 
     found = []
     if types & set(ngsi_ld.LOT_TYPES):
         shot = snapshot()
-        lots = (ngsi_ld.lot_entity(f, shot.taken_at) for f in shot.features)
+        lots = (ngsi_ld.lot_entity(f, shot.taken_at) for f in shot.features.values())
         found.extend(e for e in lots if e.type in types and (ids is None or e.id in ids))
     if ngsi_ld.SPOT_TYPE in types:
         found.extend(_spots(ids, terms))
