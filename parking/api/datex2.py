@@ -10,7 +10,7 @@ from flask import Response, current_app
 from flask.views import MethodView
 from marshmallow import INCLUDE, Schema, fields
 
-from .. import datex2
+from ..datex2 import publication
 from ..extensions import Blueprint
 from ..open_data import encode, snapshot
 
@@ -103,7 +103,7 @@ class ParkingPublicationView(MethodView):
         """Every lot as a DATEX II parkingSite: position, spaces, free spaces, open or closed."""
         shot = snapshot()
         config = current_app.config
-        document = datex2.publication(
+        document = publication(
             list(shot.features.values()), shot.taken_at, lang=config["OPEN_DATA_LANG"],
             country=config["REGION"].split("-")[0], publisher=config["PUBLISHER"],
         )

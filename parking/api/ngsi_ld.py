@@ -16,11 +16,24 @@ from flask.views import MethodView
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from .. import ngsi_ld
 from ..current import bay_status
 from ..extensions import Blueprint, db
 from ..lot_list import lot_closed
 from ..models import Bay, Lot
+from ..ngsi_ld import (
+    CONTEXT,
+    Entity,
+    LOT_TYPES,
+    Q_PATTERN,
+    SPOT_TYPE,
+    TYPES,
+    URN_PREFIX,
+    lot_entity,
+    matches,
+    parse_q,
+    render,
+    spot_entity,
+)
 from ..open_data import encode, snapshot
 
 blp = Blueprint("ngsi_ld", __name__, url_prefix="/ngsi-ld/v1",
@@ -79,7 +92,7 @@ class CommaList(fields.String):
 def _check_q(value: str) -> None:
     """The q subset parking.ngsi_ld.parse_q reads, with its message saying where it stops."""
     try:
-        ngsi_ld.parse_q(value)
+        parse_q(value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
 
@@ -104,7 +117,7 @@ class EntitiesQueryArgsSchema(_QueryArgsSchema):
                                                "(comma-separated)"})
     id = comma_list(URI, metadata={"description": "entity ids (comma-separated URIs)"})
     q = fields.String(validate=_check_q, metadata={
-        "pattern": ngsi_ld.Q_PATTERN,  # what parse_q reads, exactly (tests/test_ngsi_ld.py)
+        "pattern": Q_PATTERN,  # what parse_q reads, exactly (tests/test_ngsi_ld.py)
         "description": 'e.g. refParkingSite==urn:ngsi-ld:OffStreetParking:P1;status=="free"'})
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(0, MAX_LIMIT))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
@@ -165,7 +178,7 @@ def _respond(document, headers: dict | None = None) -> Response:
         response.mimetype = LD_JSON
     else:
         response.mimetype = "application/json"
-        response.headers["Link"] = (f'<{ngsi_ld.CONTEXT[0]}>; rel="http://www.w3.org/ns/json-ld#context"; '
+        response.headers["Link"] = (f'<{CONTEXT[0]}>; rel="http://www.w3.org/ns/json-ld#context"; '
                                     f'type="{LD_JSON}"')
     return response
 
@@ -200,9 +213,9 @@ class EntitiesView(MethodView):
         # NGSI-LD brokers refuse a query naming none of type, id, q or attrs; a read-only feed can
         # simply list everything (paged), and an OpenAPI document cannot state "one of" anyway.
         args = _load(EntitiesQueryArgsSchema())
-        types = set(args.get("type", ngsi_ld.TYPES))
+        types = set(args.get("type", TYPES))
         ids = set(args["id"]) if "id" in args else None
-        terms = ngsi_ld.parse_q(args["q"]) if "q" in args else []
+        terms = parse_q(args["q"]) if "q" in args else []
         attrs = set(args["attrs"]) if "attrs" in args else None
         found = _find(types, ids, terms, attrs)
         page = found[args["offset"]:args["offset"] + args["limit"]]
@@ -228,16 +241,16 @@ class EntityView(MethodView):
         args = _load(EntityQueryArgsSchema())
         if not re.match(ENTITY_ID, entity_id):
             raise NgsiError(400, "BadRequestData", f"{entity_id!r} is not a URI")
-        found = _find(set(ngsi_ld.TYPES), {entity_id}, [], None)
+        found = _find(set(TYPES), {entity_id}, [], None)
         if not found:
             raise NgsiError(404, "ResourceNotFound", f"no entity {entity_id}")
         return _respond(_render(found[0], args))
 
 
-def _render(entity: ngsi_ld.Entity, args: dict) -> dict:
+def _render(entity: Entity, args: dict) -> dict:
     """The entity as the request asks: key-values or normalized, only `attrs`, @context if JSON-LD."""
     attrs = set(args["attrs"]) if "attrs" in args else None
-    return ngsi_ld.render(entity, key_values=_key_values(args), attrs=attrs, context=_wants_ld())
+    return render(entity, key_values=_key_values(args), attrs=attrs, context=_wants_ld())
 
 
 def _find(types: set[str], ids: set[str] | None, terms: list, attrs: set[str] | None) -> list:
@@ -246,13 +259,13 @@ def _find(types: set[str], ids: set[str] | None, terms: list, attrs: set[str] | 
     With `attrs`, NGSI-LD returns only entities that have at least one of them.
     """
     found = []
-    if types & set(ngsi_ld.LOT_TYPES):
+    if types & set(LOT_TYPES):
         shot = snapshot()
-        lots = (ngsi_ld.lot_entity(f, shot.taken_at) for f in shot.features.values())
+        lots = (lot_entity(f, shot.taken_at) for f in shot.features.values())
         found.extend(e for e in lots if e.type in types and (ids is None or e.id in ids))
-    if ngsi_ld.SPOT_TYPE in types:
+    if SPOT_TYPE in types:
         found.extend(_spots(ids, terms))
-    return [e for e in found if ngsi_ld.matches(e, terms)
+    return [e for e in found if matches(e, terms)
             and (attrs is None or attrs & e.attrs.keys())]
 
 
@@ -261,7 +274,7 @@ def _spots(ids: set[str] | None, terms: list) -> list:
     query = (select(Bay.id, Bay.state, Bay.last_ts, Lot.id.label("lot_id"), Lot.category, Lot.lon,
                     Lot.lat, Lot.timezone, Lot.opening_hours)
              .join(Lot, Lot.id == Bay.lot_id).order_by(Bay.id))
-    prefix = ngsi_ld.URN_PREFIX + ngsi_ld.SPOT_TYPE + ":"
+    prefix = URN_PREFIX + SPOT_TYPE + ":"
     if ids is not None:
         query = query.where(Bay.id.in_([i[len(prefix):] for i in ids if i.startswith(prefix)]))
     for term in terms:
@@ -277,5 +290,5 @@ def _spots(ids: set[str] | None, terms: list) -> list:
             closed[row.lot_id] = lot_closed(row, now)
         status = "closed" if closed[row.lot_id] else bay_status(row, stale_after, now)
         lot = {"id": row.lot_id, "category": row.category, "lon": row.lon, "lat": row.lat}
-        spots.append(ngsi_ld.spot_entity(row.id, status, row.last_ts, lot, now))
+        spots.append(spot_entity(row.id, status, row.last_ts, lot, now))
     return spots
