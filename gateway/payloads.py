@@ -92,6 +92,16 @@ class _Int(fields.Field):
         return value
 
 
+class _Text(fields.String):
+    """Text only: marshmallow's String would decode a CBOR byte string and take it as text."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """The value itself when it is a text string."""
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 _MISSING = {"required": "missing", "null": "must not be null"}
 
 
@@ -101,7 +111,7 @@ class ReadingSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    bay = fields.String(
+    bay = _Text(
         required=True,
         validate=validate.Regexp(rf"\A{BAY_PATTERN}\Z", error="must be 1-64 of A-Z a-z 0-9 _ -"),
         error_messages={**_MISSING, "invalid": "must be a string"},
@@ -124,13 +134,13 @@ class SenMLRecordSchema(Schema):
         unknown = EXCLUDE
 
     bver = _Int(1, 2**31, error_messages={"invalid": "must be a positive integer"})
-    bn = fields.String(error_messages={"invalid": "must be a string"})
+    bn = _Text(error_messages={"invalid": "must be a string"})
     bt = _Number(error_messages={"invalid": "must be a number"})
-    bu = fields.String(error_messages={"invalid": "must be a string"})
+    bu = _Text(error_messages={"invalid": "must be a string"})
     bv = _Number(error_messages={"invalid": "must be a number"})
     bs = _Number(error_messages={"invalid": "must be a number"})
-    n = fields.String(error_messages={"invalid": "must be a string"})
-    u = fields.String(error_messages={"invalid": "must be a string"})
+    n = _Text(error_messages={"invalid": "must be a string"})
+    u = _Text(error_messages={"invalid": "must be a string"})
     t = _Number(error_messages={"invalid": "must be a number"})
     ut = _Number(error_messages={"invalid": "must be a number"})
     vb = _StrictBool(error_messages={"invalid": "must be true or false"})
@@ -220,7 +230,8 @@ def _fast_reading(item) -> Reading | None:
     Accepts only what `ReadingSchema` accepts, giving the same Reading: a dict with text keys
     among the five fields, `bay` text matching BAY_PATTERN, `occupied` a boolean, `ts` null or a
     finite int/float (not a boolean), `seq` and `battery` null or ints in range (not booleans).
-    Anything else, including values the schema would convert (bytes for `bay`), goes the slow way.
+    Anything else (a byte string for `bay` included) goes the slow way, where the schema words
+    the refusal.
     """
     if type(item) is not dict or not item.keys() <= _FIELDS:
         return None

@@ -49,7 +49,8 @@ RESTART_PAUSE_MAX = 30.0
 # How long a new writer process may take to import and build its app (about 1-2 s).
 START_TIMEOUT = 60.0
 # The configuration the writer process rebuilds its app from.
-CHILD_CONFIG = ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS", "STALE_AFTER", "TIMEZONE", "TESTING")
+CHILD_CONFIG = ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS", "STALE_AFTER", "MAX_BACKLOG_DAYS", "TIMEZONE",
+                "TESTING")
 
 
 @dataclass(eq=False, slots=True)

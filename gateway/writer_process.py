@@ -120,6 +120,7 @@ class Store:
         self.ingest = ingest
         self.app = app
         self.stale_after = float(app.config["STALE_AFTER"])
+        self.backlog_days = float(app.config["MAX_BACKLOG_DAYS"])  # sensors' readings: bounded age
         self.engine = _writer_engine(app.config, lock_timeout)
         self.directory = ingest.BayDirectory()
         self.available = True
@@ -140,7 +141,8 @@ class Store:
             valid = []
             for index, (received_at, readings) in enumerate(jobs):
                 try:
-                    valid += ingest.prepare(session, readings, now=received_at, directory=self.directory)
+                    valid += ingest.prepare(session, readings, now=received_at, directory=self.directory,
+                                            backlog_days=self.backlog_days)
                 except ingest.UnknownBay as exc:
                     outcomes[index] = UnknownBay(exc.message)
                 except ingest.InvalidReading as exc:

@@ -25,6 +25,9 @@ class Config:
     LOTS_FILE = os.environ.get("PARKING_LOTS_FILE", str(DEFAULT_LOTS_FILE))
     TIMEZONE = os.environ.get("PARKING_TIMEZONE", "Europe/Berlin")
     STALE_AFTER = _env_int("PARKING_STALE_AFTER", 1800)
+    # A sensor's reading may be this many days old (a buffer kept through an outage); older ones
+    # are refused (contract §3). History an operator loads (the simulator's backfill) is not bound.
+    MAX_BACKLOG_DAYS = _env_int("PARKING_MAX_BACKLOG_DAYS", 30)
     # No token configured means admin writes are off, never open.
     ADMIN_TOKEN = os.environ.get("PARKING_ADMIN_TOKEN") or None
     TILE_URL = os.environ.get("PARKING_TILE_URL", "")

@@ -116,15 +116,21 @@ def prepare(
     readings: Sequence[Reading],
     now: float | None = None,
     directory: BayDirectory | None = None,
+    backlog_days: float | None = None,
 ) -> list[Reading]:
-    """Validate one request's readings and fill in missing ts; raises IngestError for all-or-nothing."""
+    """Validate one request's readings and fill in missing ts; raises IngestError for all-or-nothing.
+
+    `backlog_days` (a sensor's request: PARKING_MAX_BACKLOG_DAYS) refuses a ts older than that;
+    None (history an operator loads, such as the simulator's backfill) takes any past ts.
+    """
     if not readings:
         raise InvalidReading("empty batch: send at least one reading")
     now = time.time() if now is None else now
+    oldest = None if backlog_days is None else now - backlog_days * 86400.0
     prepared = []
     for index, r in enumerate(readings):
         ts = now if r.ts is None else float(r.ts)
-        problem = _problem(r, ts, now)
+        problem = _problem(r, ts, now, oldest)
         if problem:
             where = f"reading {index} (bay {r.bay})" if len(readings) > 1 else f"bay {r.bay}"
             raise InvalidReading(f"{where}: {problem}")
@@ -136,12 +142,15 @@ def prepare(
     return prepared
 
 
-def _problem(r: Reading, ts: float, now: float) -> str | None:
-    """What is wrong with one reading, or None."""
+def _problem(r: Reading, ts: float, now: float, oldest: float | None = None) -> str | None:
+    """What is wrong with one reading, or None; `oldest`: the earliest ts taken (None: any)."""
     if not math.isfinite(ts) or ts < 0:
         return "ts must be a finite non-negative Unix time"
     if ts > now + FUTURE_TOLERANCE:
         return f"ts {ts:.0f} is {ts - now:.0f} s in the future (limit {FUTURE_TOLERANCE:.0f} s)"
+    if oldest is not None and ts < oldest:
+        return (f"ts {ts:.0f} is {(now - ts) / 86400:.1f} days old "
+                f"(limit {(now - oldest) / 86400:g} days, PARKING_MAX_BACKLOG_DAYS)")
     if r.seq is not None and not 0 <= r.seq <= SEQ_MAX:
         return f"seq must be 0..{SEQ_MAX}"
     if r.battery is not None and not 0 <= r.battery <= 100:

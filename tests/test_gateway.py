@@ -254,12 +254,21 @@ def test_a_batch_is_refused_whole(coap_gateway, bad, code, text):
         (lambda: json.dumps({"bay": "PRW-001", "occupied": True, "ts": time.time() + 400}).encode(), 50,
          Code.BAD_REQUEST, "in the future (limit 300 s)"),
         (b'{"bay": "PRW-099", "occupied": true}', 50, Code.NOT_FOUND, "unknown bay: PRW-099"),
+        # Implausible readings (#14): a byte string as bay id, a ts from 1970 or older than the backlog.
+        (cbor2.dumps({"bay": b"PRW-001", "occupied": True}), 60, Code.BAD_REQUEST, "bay: must be a string"),
+        (b'{"bay": "PRW-001", "occupied": true, "ts": 0}', 50, Code.BAD_REQUEST,
+         "bay PRW-001: ts 0 is "),
+        (b'{"bay": "PRW-001", "occupied": true, "ts": 1}', 50, Code.BAD_REQUEST,
+         "days old (limit 30 days, PARKING_MAX_BACKLOG_DAYS)"),
+        (b'[{"bay": "PRW-001", "occupied": true}, {"bay": "PRW-002", "occupied": true, "ts": 157766400}]', 50,
+         Code.BAD_REQUEST, "reading 1 (bay PRW-002): ts 157766400 is "),
         (b'{"bay": "PRW-001", "occupied": true}', None, Code.UNSUPPORTED_CONTENT_FORMAT, "Content-Format none not supported"),
         (b"PRW-001 occupied", 0, Code.UNSUPPORTED_CONTENT_FORMAT, "Content-Format 0 not supported: use 50 (JSON)"),
         (b"\x00" * (MAX_PAYLOAD + 1), 50, Code.REQUEST_ENTITY_TOO_LARGE,
          f"request of {MAX_PAYLOAD + 1} bytes is over the limit of {MAX_PAYLOAD} bytes"),
     ],
-    ids=["malformed", "empty", "unknown-key", "senml-name", "future", "unknown-bay", "no-format", "text", "too-large"],
+    ids=["malformed", "empty", "unknown-key", "senml-name", "future", "unknown-bay", "bytes-bay", "ts-0", "ts-1",
+         "ts-1975", "no-format", "text", "too-large"],
 )
 def test_refusals_answer_their_code_with_a_diagnostic(coap_gateway, payload, content_format, code, text):
     payload = payload() if callable(payload) else payload  # a time-dependent payload is made now
@@ -269,6 +278,27 @@ def test_refusals_answer_their_code_with_a_diagnostic(coap_gateway, payload, con
     if code == Code.REQUEST_ENTITY_TOO_LARGE:  # sent block-wise by aiocoap; refused at block 0 by Size1
         assert response.opt.size1 == MAX_PAYLOAD
     assert stored() == []
+
+
+def test_the_backlog_window_takes_an_outage_buffer_and_follows_its_setting(start_gateway, city):
+    now = time.time()
+    default = start_gateway()
+    city.config["MAX_BACKLOG_DAYS"] = 2  # read by the next gateway's writer process
+    short = start_gateway()
+    readings = [{"bay": "GAR-001", "occupied": True, "ts": now - 29 * 86400},
+                {"bay": "GAR-002", "occupied": True, "ts": now - 3 * 86400}]
+
+    async def scenario(c):
+        return [await c.post(r) for r in readings]
+
+    refused = talk(("127.0.0.1", short.port), scenario)
+    assert [a.code for a in refused] == [Code.BAD_REQUEST, Code.BAD_REQUEST]
+    assert refused[1].payload.decode() == (
+        f"bay GAR-002: ts {now - 3 * 86400:.0f} is 3.0 days old (limit 2 days, PARKING_MAX_BACKLOG_DAYS)")
+    assert stored() == []
+    kept = talk(("127.0.0.1", default.port), scenario)
+    assert [a.code for a in kept] == [Code.CHANGED, Code.CHANGED]
+    assert sorted(b for b, *_ in stored()) == ["GAR-001", "GAR-002"]
 
 
 # --- duplicates and order -----------------------------------------------------------------------

@@ -158,3 +158,24 @@ def test_dedupe_matches_brute_force(city, batches, small_batch, monkeypatch):
     expected = reference_dedupe([r for batch in batches for r in batch])
     assert stored == expected
     assert counted == len(expected)  # what ingest reports (and updates bays and marks from)
+
+
+@pytest.mark.parametrize("ts", [0.0, 1.0, 157766400.0, 19_999.0 * 86400])
+def test_a_sensors_reading_older_than_the_backlog_is_refused(city, ts):
+    now = 20_000.0 * 86400 + 0.5  # 2024-10-04
+    with pytest.raises(InvalidReading, match=r"^bay PRW-001: ts \d+ is [\d.]+ days old \(limit 1 days, PARKING_MAX_BACKLOG_DAYS\)$"):
+        parking.ingest.prepare(db.session, [Reading("PRW-001", True, ts)], now=now, backlog_days=1)
+    # Just inside the window, and history an operator loads (no window), are taken.
+    inside = parking.ingest.prepare(db.session, [Reading("PRW-001", True, now - 86400 + 1)], now=now, backlog_days=1)
+    assert [r.ts for r in inside] == [now - 86400 + 1]
+    assert [r.ts for r in parking.ingest.prepare(db.session, [Reading("PRW-001", True, ts)], now=now)] == [ts]
+
+
+def test_the_simulators_backfill_is_not_bound_by_the_backlog_window(city):
+    from gateway.simulator import backfill
+
+    now = time.time() - 60 * 86400  # history of two months ago, twice PARKING_MAX_BACKLOG_DAYS
+    backfill(city, 0.1, now=now, seed=5)
+    assert count_readings() > 0
+    assert db.session.scalar(select(func.max(Row.ts))) <= now
+

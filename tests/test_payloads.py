@@ -113,6 +113,10 @@ def test_senml(payload, fmt, expected):
         (j({"bay": "X" * 65, "occupied": True}), 50, "bay: must be 1-64"),
         (j({"bay": "A\n", "occupied": True}), 50, "bay: must be 1-64"),
         (j({"bay": 7, "occupied": True}), 50, "bay: must be a string"),
+        # A CBOR byte string is not text, whatever bytes it holds (it used to be decoded and stored).
+        (cbor2.dumps({"bay": b"P1-017", "occupied": True}), 60, "bay: must be a string"),
+        (cbor2.dumps([{"bay": "A", "occupied": True}, {"bay": b"B", "occupied": True}]), 60,
+         "reading 1: bay: must be a string"),
         (j({"bay": "A", "occupied": 1}), 50, "occupied: must be true or false"),
         (j({"bay": "A", "occupied": "true"}), 50, "occupied: must be true or false"),
         (j({"bay": "A", "occupied": True, "ts": "1763900000"}), 50, "ts: must be a number"),
@@ -139,6 +143,8 @@ def test_senml(payload, fmt, expected):
         (j([5]), 110, "record 0: must be a map"),
         (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: 1}]), 112, "record 0: vb: must be true or false"),
         (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: True, b"k": 1}]), 112, "label b'k' is not a string"),
+        (cbor2.dumps([{0: b"urn:dev:bay:A:presence", 4: True}]), 112, "record 0: n: must be a string"),
+        (cbor2.dumps([{-2: b"urn:dev:bay:A:", 0: "presence", 4: True}]), 112, "record 0: bn: must be a string"),
     ],
 )
 def test_refusals_are_400_with_a_short_text(payload, fmt, text):
