@@ -40,6 +40,9 @@ log = logging.getLogger("parking.gateway")
 # Observers are also told about changes nobody posted: a bay turning stale after stale_after.
 OBSERVE_CHECK = 10.0
 SUMMARY_INTERVAL = 60.0  # one INFO line per interval instead of one per reading
+# A read of lot counts (GET /lots/<id>, the observe check) not done by then is answered 5.03: the
+# database went silent (its thread is left to the connection's own timeouts, parking.dbconnect).
+READ_DEADLINE = 5.0
 
 
 # --- The gateway --------------------------------------------------------------------------------
@@ -149,7 +152,12 @@ class Gateway:
         """Lot counts read on a reader thread (None: every lot); an unreachable database is 5.03."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._readers, self._read_states, lot_ids)
+            # A read still queued at the deadline is dropped from the pool's queue, so reads do
+            # not pile up behind threads the silent database holds.
+            return await asyncio.wait_for(loop.run_in_executor(self._readers, self._read_states, lot_ids),
+                                          READ_DEADLINE)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"storage not answering: retry in {RETRY_AFTER} s") from None
         except SQLAlchemyError as exc:
             if storage_unavailable(exc):
                 raise Unavailable() from None

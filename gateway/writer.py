@@ -9,7 +9,7 @@ for one interpreter lock. Also here: the limits of the queue and the groups, the
 over the socket (at most `IN_FLIGHT` groups with the writer: one being stored, one waiting, so
 that it never idles while the loop is busy and what arrives meanwhile forms the next group), and
 what happens when the writer process dies (every request it held is answered 5.03, a new one is
-started).
+started) or holds a group past its deadline (a database gone silent: it is ended, the same follows).
 """
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ IN_FLIGHT = 2
 # How long the writer waits for a locked database (or PostgreSQL for a lock) before answering
 # 5.03; the web app's default of 10 s would stall every sensor behind one long transaction.
 LOCK_TIMEOUT = 2.0
+# A group the writer process has not answered this long after it began storing it (the lock wait,
+# the statement timeout, then this) means a database gone silent with the connection open, where
+# no timeout of its own fires (a frozen server or proxy): the process is ended, its requests are
+# answered 5.03, and a new one is started. Groups take milliseconds.
+GROUP_GRACE = 2.0
+# How often the gateway looks for such a group.
+HUNG_CHECK = 0.25
 # A writer process that dies sooner than this after its start is restarted after a pause that
 # doubles each time (up to RESTART_PAUSE_MAX), so a broken set-up does not spin.
 QUICK_DEATH = 10.0
@@ -137,6 +144,10 @@ class Writer:
         self._pause = 1.0
         self._restarter: asyncio.Task | None = None
         self._stopping = False
+        # Seconds a group may take once the writer began it, and when it began the one it holds now.
+        self.group_deadline = lock_timeout + wp.STATEMENT_MARGIN + GROUP_GRACE
+        self._head_since = 0.0
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def pid(self) -> int | None:
@@ -177,6 +188,8 @@ class Writer:
             await asyncio.to_thread(process.wait, 5)
             raise
         self._link = link
+        if self._watchdog is None:
+            self._watchdog = self.loop.create_task(self._watch(), name="gateway: writer watchdog")
         self._pump()
 
     def submit(self, readings: list, received_at: float) -> asyncio.Future:
@@ -197,6 +210,8 @@ class Writer:
         while self._pending and link is not None and len(self._in_flight) < limit:
             count = min(len(self._pending), self.group_limit)
             group = [self._pending.popleft() for _ in range(count)]
+            if not self._in_flight:
+                self._head_since = time.monotonic()  # the writer begins this group at once
             self._in_flight.append(group)
             link.send((wp.GROUP, [(job.received_at, [(r.bay, r.occupied, r.ts, r.seq, r.battery) for r in job.readings])
                                   for job in group]))
@@ -211,6 +226,7 @@ class Writer:
         """One group's answer from the writer: settle its futures, then send what waits."""
         _, outcomes, stored, seconds, available, lots = message
         group = self._in_flight.popleft()
+        self._head_since = time.monotonic()  # the next group in flight, if any, begins now
         stats = self.stats
         stats.requests += len(group)
         stats.readings += sum(len(job.readings) for job in group)
@@ -264,6 +280,20 @@ class Writer:
                   self.pid, len(outstanding))
         self._restarter = self.loop.create_task(self._restart(), name="gateway: writer restart")
 
+    async def _watch(self) -> None:
+        """End a writer process that holds a group past `group_deadline` (the database went silent)."""
+        while True:  # also while stopping: storing what is queued must not hang either
+            await asyncio.sleep(HUNG_CHECK)
+            link = self._link
+            if link is None or not self._in_flight:
+                continue
+            held = time.monotonic() - self._head_since
+            if held > self.group_deadline:
+                log.error("writer process %s has not answered for %.1f s (database not answering?); ending it",
+                          self.pid, held)
+                self.process.kill()
+                link.transport.abort()  # its requests are answered now, not when the kernel reaps it
+
     async def _restart(self) -> None:
         """Reap the dead writer process and start a new one (after a pause if it died young)."""
         old = self.process
@@ -315,4 +345,7 @@ class Writer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 await asyncio.to_thread(process.wait, 5)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
 

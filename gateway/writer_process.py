@@ -31,11 +31,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from parking.dbconnect import engine_options
+
 from .errors import PayloadError, StorageFailed, Unavailable, UnknownBay
 
 log = logging.getLogger("parking.gateway.writer")
 
-CONNECT_TIMEOUT = 3  # seconds for a PostgreSQL connection attempt
+# A statement of the writer may take this much longer than the lock wait before PostgreSQL
+# cancels it (its groups take milliseconds); the gateway gives a group a little more (writer.py).
+STATEMENT_MARGIN = 1.0
 # SQLite page cache of the writer's connection, KiB. parking's connect hook asks for 64 MiB, which
 # the writer's connection filled at the rate the database grew (≈3 MiB/min under load: RSS never
 # levelled off); the pages it needs per group (index leaves and bay rows) are a few hundred.
@@ -296,11 +300,10 @@ def _writer_engine(config, lock_timeout: float):
     Separate from the web app's pool so that its short lock timeout cannot leak into web requests.
     """
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
-    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # parking.dbconnect's timeouts and keepalive, with the writer's own lock and statement timeouts.
+    options = engine_options(config["SQLALCHEMY_DATABASE_URI"], config.get("SQLALCHEMY_ENGINE_OPTIONS"),
+                             statement_timeout=lock_timeout + STATEMENT_MARGIN, lock_timeout=lock_timeout)
     connect_args = dict(options.pop("connect_args", {}))
-    if url.get_backend_name() == "postgresql":
-        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
-        connect_args["options"] = f"-c lock_timeout={int(lock_timeout * 1000)}"
     if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
         options.setdefault("pool_size", 1)
         options.setdefault("max_overflow", 1)

@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from .config import settings_from
+from .dbconnect import engine_options
 from . import extensions
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -20,6 +21,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(settings_from(config))
     app.config["SQLALCHEMY_DATABASE_URI"] = _absolute_sqlite_url(
         app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+    # Timeouts and keepalive on PostgreSQL: a silent database is an error, not a hang (the web
+    # app's engine is also the scheduler's and the gateway's reads').
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS")
     )
 
     extensions.db.init_app(app)
