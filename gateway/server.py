@@ -145,6 +145,7 @@ class Gateway:
             "queue": self.writer.queued,
             "answered": dict(self.answers),
             "dedup_entries": self.manager.dedup_entries if self.manager else 0,
+            "malformed": self.manager.malformed if self.manager else 0,  # datagrams that are not CoAP
             "receive_buffer": self.receive_buffer,
         }
 

@@ -3,8 +3,10 @@
 This module owns the three aiocoap 0.4 transport defaults a busy gateway must not keep
 (docs/sensors.md, "For operators"): the duplicate-detection window (`SensorTuning`,
 `DEDUP_WINDOW`) and the message manager that keeps that cache small (`SensorMessageManager`),
-the socket receive buffer (`RECEIVE_BUFFER`) and the read size per datagram (`READ_SIZE`); and
-one per-request cost of aiocoap's Context that a server does not need (`SensorContext`).
+the socket receive buffer (`RECEIVE_BUFFER`) and the read size per datagram (`READ_SIZE`); the
+transport that counts datagrams which are not CoAP instead of logging each (`SensorUDP6`,
+`MalformedInput`); and one per-request cost of aiocoap's Context that a server does not need
+(`SensorContext`).
 `_server_context` binds a UDP server context with them and `_tune_transport` applies the socket
 settings. No resources, no database: `gateway.server` hands it a Site.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 
 import aiocoap
@@ -22,7 +25,7 @@ from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers import TransportTuning
 from aiocoap.pipe import error_to_message, run_driving_pipe
 from aiocoap.tokenmanager import TokenManager
-from aiocoap.transports.udp6 import MessageInterfaceUDP6
+from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 
 log = logging.getLogger("parking.gateway")
 
@@ -47,6 +50,9 @@ class SensorTuning(TransportTuning):
 
     MAX_LATENCY = 10.0
 
+
+# At most one log line per this many seconds about datagrams that are not CoAP (a fuzzer, a flood).
+MALFORMED_LOG_INTERVAL = 60.0
 
 DEDUP_WINDOW = SensorTuning().EXCHANGE_LIFETIME  # 67 s
 DEDUP_SWEEP = 1.0  # seconds between sweeps of expired duplicate-detection entries
@@ -124,6 +130,76 @@ class SensorMessageManager(MessageManager):
         """Messages currently remembered for duplicate detection."""
         return len(self._recent_messages)
 
+    @property
+    def malformed(self) -> int:
+        """Datagrams received that were not CoAP messages (SensorUDP6), since start."""
+        interface = getattr(self, "message_interface", None)
+        return interface.malformed.total if isinstance(interface, SensorUDP6) else 0
+
+
+class MalformedInput:
+    """Datagrams that are not CoAP messages: counted, and logged as one summary line per interval.
+
+    aiocoap logs a WARNING for each one, and lets some (an option that is not UTF-8 where text is
+    due) escape as a traceback from the event loop: a few lines of log per datagram, so a flood of
+    junk fills the disk. Here each one costs a count; `total` is what /healthz and the metrics show.
+    """
+
+    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL):
+        self.interval = interval
+        self.total = 0
+        self._unlogged = 0
+        self._next_line = 0.0
+
+    def note(self, address, exc: Exception) -> None:
+        """Count one; log a line when the last one is `interval` seconds old (with what came since)."""
+        self.total += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now >= self._next_line:
+            log.warning(
+                "ignored %d datagram(s) that are not valid CoAP (latest from %s: %s); %d since start; "
+                "at most one such line per %.0f s", self._unlogged, _peer(address), type(exc).__name__,
+                self.total, self.interval,
+            )
+            self._unlogged = 0
+            self._next_line = now + self.interval
+
+
+def _peer(address) -> str:
+    """A socket address as host:port, for the log."""
+    host, port = str(address[0]), address[1]
+    host = host.removeprefix("::ffff:")  # an IPv4 peer of the dual-stack socket
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SensorUDP6(MessageInterfaceUDP6):
+    """aiocoap's CoAP-over-UDP transport, with datagrams that do not parse counted by `malformed`.
+
+    Everything else is aiocoap's `datagram_msg_received`: the message is decoded with the packet
+    information it came with and handed to the message manager.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.malformed = MalformedInput()
+
+    def datagram_msg_received(self, data, ancdata, flags, address):
+        """Decode one datagram and dispatch it; one that is not CoAP is counted and dropped."""
+        pktinfo = None
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                pktinfo = value
+        try:
+            message = Message.decode(data, UDP6EndpointAddress(address, self, pktinfo=pktinfo))
+        # aiocoap raises UnparsableMessage for bad framing, and whatever its option decoders raise
+        # for bad option values (UnicodeDecodeError for a Uri-Path that is not UTF-8, ValueError).
+        except Exception as exc:  # noqa: BLE001 - untrusted bytes
+            self.malformed.note(address, exc)
+            return
+        message.direction = Direction.INCOMING
+        self._ctx.dispatch_message(message)
+
 
 class SensorContext(aiocoap.Context):
     """aiocoap's Context, minus the name it gives each request's rendering task.
@@ -145,7 +221,7 @@ async def _server_context(site, host: str, port: int, window: float) -> tuple[ai
     tokens = TokenManager(context)
     manager = SensorMessageManager(tokens, window)
     try:
-        manager.message_interface = await MessageInterfaceUDP6.create_server_transport_endpoint(
+        manager.message_interface = await SensorUDP6.create_server_transport_endpoint(
             manager, log=context.log, loop=context.loop, bind=(host, port), multicast=[]
         )
     except BaseException:

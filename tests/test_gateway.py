@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -600,3 +601,41 @@ def test_coap_client_sees_diagnostics_and_discovery(coap_gateway):
     assert wrong_format.stderr.startswith("4.15 Content-Format 0 not supported")
     assert "</occupancy>" in core.stdout and "</lots/GARAGE>" in core.stdout
     assert json.loads(lot.stdout)["total"] == 6
+
+
+# --- datagrams that are not CoAP ----------------------------------------------------------------
+NOT_COAP = [
+    b"\x40\x02\x12\x34\xb1\x87",  # POST, Uri-Path that is not UTF-8 (#14: a traceback per datagram)
+    b"\x40\x02\x12\x34\xbb\x6f\x63\x63\x75\x70\x61\x6e\x63\xff\xfe",  # Uri-Path cut off by junk
+    b"\x40\x02\x12",  # shorter than a CoAP header
+    b"\x80\x02\x12\x34",  # version 2
+    b"\x40\x02\x12\x34\xbd",  # an option announced but absent
+    b"\x40\x02\x12\x34\xd1",  # an extended option number announced but absent
+    b"\x40\x02\x12\x34\xf0",  # a reserved option header (15)
+    bytes(range(256)),
+]
+
+
+def test_datagrams_that_are_not_coap_are_counted_not_logged_one_by_one(coap_gateway, city, caplog):
+    rounds = 250
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(rounds):
+            for data in NOT_COAP:
+                sock.sendto(data, coap_gateway)
+            if i % 50 == 0:
+                time.sleep(0.01)  # leave the loop room to read
+    deadline = time.monotonic() + 20
+    while probe(city)["malformed"] < rounds * len(NOT_COAP) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert probe(city)["malformed"] == rounds * len(NOT_COAP)
+    # Still answering, and nothing of the junk reached a resource.
+    response = talk(coap_gateway, lambda c: c.post({"bay": "PRW-001", "occupied": True, "ts": TS}))
+    assert response.code == Code.CHANGED
+    assert sum(probe(city)["answered"].values()) == 1
+    assert [(b, occ) for b, _, occ, _ in stored()] == [("PRW-001", True)]
+    # One summary line for 2,000 datagrams; no traceback, no line per datagram.
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines[:5]
+    assert lines[0].startswith("ignored 1 datagram(s) that are not valid CoAP (latest from 127.0.0.1:")
+    assert lines[0].endswith(": UnicodeDecodeError); 1 since start; at most one such line per 60 s")
