@@ -29,10 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from parking.current import LotState, lot_states
 
-from .errors import Unavailable
+from .errors import RETRY_AFTER, Unavailable
 from .resources import MAX_PAYLOAD, LotResource, OccupancyResource, build_site
-from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport
-from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, Writer, WriterStats
+from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport, limit_aiocoap_log
+from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, RESTART_PAUSE, Writer, WriterStats
 from .writer_process import storage_unavailable
 
 log = logging.getLogger("parking.gateway")
@@ -55,9 +55,10 @@ class Gateway:
     def __init__(self, app: Flask, *, lock_timeout: float = LOCK_TIMEOUT, dedup_window: float = DEDUP_WINDOW,
                  observe_check: float = OBSERVE_CHECK, queue_limit: int = QUEUE_LIMIT,
                  group_limit: int = GROUP_LIMIT, summary_interval: float = SUMMARY_INTERVAL,
-                 verbose: bool = False):
+                 restart_pause: float = RESTART_PAUSE, verbose: bool = False):
         self.app = app
-        self.options = {"lock_timeout": lock_timeout, "queue_limit": queue_limit, "group_limit": group_limit}
+        self.options = {"lock_timeout": lock_timeout, "queue_limit": queue_limit, "group_limit": group_limit,
+                        "restart_pause": restart_pause}
         self.dedup_window = dedup_window
         self.observe_check = observe_check
         self.summary_interval = summary_interval
@@ -81,7 +82,10 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # aiocoap logs every refused request and duplicate at INFO: that costs throughput under
         # load, and the periodic summary says the same in one line.
-        logging.getLogger("parking.gateway.aiocoap").setLevel(logging.DEBUG if self.verbose else logging.WARNING)
+        aiocoap_log = logging.getLogger("parking.gateway.aiocoap")
+        aiocoap_log.setLevel(logging.DEBUG if self.verbose else logging.WARNING)
+        if not self.verbose:  # a peer can make it warn per message; the count is in /healthz
+            limit_aiocoap_log(aiocoap_log)
         self.writer = Writer(self.app, loop, on_commit=self._lots_changed, **self.options)
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="coap-reader")
         self.lots = LotResource(self)

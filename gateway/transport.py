@@ -19,7 +19,8 @@ import time
 from collections import deque
 
 import aiocoap
-from aiocoap import CON, Message
+from aiocoap import CON, NON, RST, Message
+from aiocoap.numbers.codes import Code
 from aiocoap.message import Direction
 from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers import TransportTuning
@@ -166,6 +167,37 @@ class MalformedInput:
             self._next_line = now + self.interval
 
 
+class RateLimit(logging.Filter):
+    """At most one record per message template per `interval` seconds; the next one says how many
+    were left out. On aiocoap's logger, whose per-message warnings a peer can trigger at will."""
+
+    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL):
+        super().__init__()
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record to log (its text noting how many like it were left out)."""
+        key, now = str(record.msg), time.monotonic()
+        if now < self._next.get(key, 0.0):
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        if len(self._next) > 1000:  # templates are aiocoap's, a few dozen; never let it grow
+            self._next.clear()
+        self._next[key] = now + self.interval
+        left_out = self._left_out.pop(key, 0)
+        if left_out:
+            record.msg = f"{record.msg} ({left_out} more like it in the last {self.interval:.0f} s not logged)"
+        return True
+
+
+def limit_aiocoap_log(logger: logging.Logger) -> None:
+    """Put one RateLimit on aiocoap's logger (once, however many gateways a process starts)."""
+    if not any(isinstance(f, RateLimit) for f in logger.filters):
+        logger.addFilter(RateLimit())
+
+
 def _peer(address) -> str:
     """A socket address as host:port, for the log."""
     host, port = str(address[0]), address[1]
@@ -197,8 +229,26 @@ class SensorUDP6(MessageInterfaceUDP6):
         except Exception as exc:  # noqa: BLE001 - untrusted bytes
             self.malformed.note(address, exc)
             return
+        if not _fits(message):
+            self.malformed.note(address, TypeMismatch())
+            return
         message.direction = Direction.INCOMING
         self._ctx.dispatch_message(message)
+
+
+class TypeMismatch(Exception):
+    """A code with a message type it cannot have (a request as ACK, an empty NON, a 7.xx)."""
+
+
+def _fits(message) -> bool:
+    """Whether the message manager has a use for this code and type; the others it would warn
+    about, one log line each ("those don't fit"), and drop."""
+    code, mtype = message.code, message.mtype
+    if code is Code.EMPTY:
+        return mtype is not NON
+    if code.is_request():
+        return mtype in (CON, NON)
+    return code.is_response() and mtype is not RST
 
 
 class SensorContext(aiocoap.Context):

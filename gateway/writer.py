@@ -50,8 +50,10 @@ GROUP_GRACE = 2.0
 # How often the gateway looks for such a group.
 HUNG_CHECK = 0.25
 # A writer process that dies sooner than this after its start is restarted after a pause that
-# doubles each time (up to RESTART_PAUSE_MAX), so a broken set-up does not spin.
+# starts at RESTART_PAUSE and doubles each time (up to RESTART_PAUSE_MAX), so a broken set-up
+# does not spin.
 QUICK_DEATH = 10.0
+RESTART_PAUSE = 1.0
 RESTART_PAUSE_MAX = 30.0
 # How long a new writer process may take to import and build its app (about 1-2 s).
 START_TIMEOUT = 60.0
@@ -125,7 +127,7 @@ class Writer:
     """
 
     def __init__(self, app: Flask, loop: asyncio.AbstractEventLoop, *, lock_timeout: float,
-                 queue_limit: int, group_limit: int, on_commit):
+                 queue_limit: int, group_limit: int, on_commit, restart_pause: float = RESTART_PAUSE):
         self.loop = loop
         self.lock_timeout = lock_timeout
         self.queue_limit = queue_limit
@@ -141,7 +143,8 @@ class Writer:
         self._in_flight: collections.deque[list[_Job]] = collections.deque()
         self._link: _Link | None = None
         self._started_at = 0.0
-        self._pause = 1.0
+        self.restart_pause = restart_pause
+        self._pause = restart_pause
         self._restarter: asyncio.Task | None = None
         self._stopping = False
         # Seconds a group may take once the writer began it, and when it began the one it holds now.
@@ -307,7 +310,7 @@ class Writer:
             await asyncio.sleep(self._pause)
             self._pause = min(self._pause * 2, RESTART_PAUSE_MAX)
         else:
-            self._pause = 1.0
+            self._pause = self.restart_pause
         while not self._stopping:
             try:
                 await self.start()
