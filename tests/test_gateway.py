@@ -416,7 +416,7 @@ def blocks_of(body: bytes, szx: int, first: int = 0) -> list[tuple]:
          "block 1 without block 0 (or its transfer expired): start again with block 0"),
         ([(0, True, 6, b" " * 16_000)], Code.BAD_REQUEST,
          "Block1 block 0 must carry its block size of 1024 bytes (it carries 16000)"),
-        ([(0, True, 7, b" " * 1024)], Code.BAD_REQUEST, "Block1 size exponent 7 (BERT) is for CoAP over TCP"),
+        ([(0, True, 7, b" " * 1024)], Code.BAD_REQUEST, "Block1 size exponent 7 (BERT) is for CoAP over TCP: use 16 to 1024 bytes"),
     ],
     ids=["gap", "changed-size", "no-block-0", "oversize-block", "bert"],
 )
@@ -478,6 +478,16 @@ def test_observers_are_notified_when_the_free_count_changes(coap_gateway):
     assert first.opt.observe is not None
     assert [json.loads(m.payload)["free"] for m in (first, second, third)] == [0, 1, 2]
     assert json.loads(third.payload)["occupied"] == 1
+
+
+def test_observing_what_cannot_be_observed_is_refused_with_its_code(coap_gateway, city):
+    async def scenario(c):
+        return (await c.get("/lots/NOWHERE", observe=0),
+                await c.context.request(Message(code=Code.PUT, uri=c.base + "/lots/GARAGE/x", observe=0)).response)
+
+    unknown, put = talk(coap_gateway, scenario)  # the PUT was 5.00 (an AttributeError inside aiocoap)
+    assert (unknown.code, unknown.payload) == (Code.NOT_FOUND, b"unknown lot: NOWHERE")
+    assert put.code == Code.METHOD_NOT_ALLOWED
 
 
 def test_observers_are_notified_when_a_bay_turns_stale(start_gateway, city):
