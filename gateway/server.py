@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -43,6 +44,49 @@ SUMMARY_INTERVAL = 60.0  # one INFO line per interval instead of one per reading
 # A read of lot counts (GET /lots/<id>, the observe check) not done by then is answered 5.03: the
 # database went silent (its thread is left to the connection's own timeouts, parking.dbconnect).
 READ_DEADLINE = 5.0
+
+
+class Readers(concurrent.futures.Executor):
+    """Threads for the gateway's database reads that never hold up its exit.
+
+    A ThreadPoolExecutor's threads are joined when the interpreter exits, so one read stuck on a
+    database that went silent (a stopped server: the kernel still answers TCP keepalive) would
+    keep a stopped gateway from ever exiting. These are daemon threads; `shutdown` waits a bounded time.
+    """
+
+    def __init__(self, count: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        """Run fn(*args, **kwargs) on a reader thread."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued (its request already got its 5.03)
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None) -> None:
+        """Let the threads end after what is queued; wait for them up to `timeout` seconds in all.
+
+        (`cancel_futures` is Executor's; the reads still queued are quick or are answered 5.03.)
+        """
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for thread in self._threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 # --- The gateway --------------------------------------------------------------------------------
@@ -72,7 +116,7 @@ class Gateway:
         self.receive_buffer = 0
         self.address: tuple = ()
         self.writer: Writer | None = None
-        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._readers: Readers | None = None
         self._tasks: list[asyncio.Task] = []
         self._changed_lots: set[str] = set()
         self._refresher: asyncio.Task | None = None
@@ -87,7 +131,7 @@ class Gateway:
         if not self.verbose:  # a peer can make it warn per message; the count is in /healthz
             limit_aiocoap_log(aiocoap_log)
         self.writer = Writer(self.app, loop, on_commit=self._lots_changed, **self.options)
-        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="coap-reader")
+        self._readers = Readers(2, "coap-reader")
         self.lots = LotResource(self)
         site = build_site(OccupancyResource(self), self.lots)
         try:
@@ -135,7 +179,8 @@ class Gateway:
         if self.writer is not None:
             await self.writer.stop()
         if self._readers is not None:
-            await asyncio.to_thread(self._readers.shutdown)
+            # A read a silent database holds is left behind (its request was answered 5.03).
+            await asyncio.to_thread(self._readers.shutdown, timeout=READ_DEADLINE)
 
     def count(self, code: Code) -> None:
         """Count one answer (event loop only)."""

@@ -145,6 +145,34 @@ def test_gateway_answers_503_within_seconds_of_the_database_going_silent(silent)
     assert rows <= {("PRW-001", 0), ("STR-001", 100)} | {(r["bay"], r["seq"]) for r, _, _ in frozen}
 
 
+def test_the_gateway_stops_within_seconds_while_the_database_is_silent(silent):
+    app, proxy, _ = silent
+    handle = run_in_thread(app, "127.0.0.1", 0)
+    base = f"coap://127.0.0.1:{handle.port}"
+
+    async def requests():
+        context = await aiocoap.Context.create_client_context()
+        try:
+            lot = context.request(Message(code=Code.GET, uri=base + "/lots/GARAGE")).response
+            reading = json.dumps({"bay": "GAR-001", "occupied": True, "ts": time.time() - 5}).encode()
+            posted = context.request(Message(code=Code.POST, uri=base + "/occupancy", payload=reading,
+                                             content_format=50)).response
+            return await asyncio.wait_for(asyncio.gather(lot, posted), 30)
+        finally:
+            await context.shutdown()
+
+    proxy.freeze()
+    try:
+        # A reader thread and the writer process are now held by the silent database.
+        lot, posted = asyncio.run(requests())
+        assert (lot.code, posted.code) == (Code.SERVICE_UNAVAILABLE, Code.SERVICE_UNAVAILABLE)
+        _, seconds = within(20, handle.stop)  # SIGTERM's path: shutdown must not wait for the database
+    finally:
+        proxy.thaw()
+        handle.stop()
+    assert seconds < 15
+
+
 def socket_options(dbapi_connection) -> tuple:
     """(SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT) of a psycopg connection."""
     sock = socket.socket(fileno=dbapi_connection.pgconn.socket)
