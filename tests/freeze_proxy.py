@@ -73,7 +73,7 @@ class FreezeProxy:
                 if not data:
                     break
                 sink.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # closed under it by close()
             pass
         finally:
             for sock in (source, sink):
