@@ -172,7 +172,7 @@ def test_a_sensors_reading_older_than_the_backlog_is_refused(city, ts):
 
 
 def test_the_simulators_backfill_is_not_bound_by_the_backlog_window(city):
-    from gateway.simulator import backfill
+    from gateway.simulator.history import backfill
 
     now = time.time() - 60 * 86400  # history of two months ago, twice PARKING_MAX_BACKLOG_DAYS
     backfill(city, 0.1, now=now, seed=5)
