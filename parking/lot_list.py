@@ -217,8 +217,8 @@ class LotList:
             self._keep(snapshot)
         except DBAPIError as exc:  # the database is down or refusing: one line, not a traceback each time
             self.failures += 1
-            log.warning("could not refresh the lot list, serving the previous one: %s",
-                        str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+            first_line = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("could not refresh the lot list, serving the previous one: %s", first_line)
         except Exception:  # noqa: BLE001 - requests keep the old snapshot until the hard limit
             self.failures += 1
             log.exception("could not refresh the lot list")
