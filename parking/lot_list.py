@@ -216,12 +216,12 @@ class LotList:
             # (a test tearing the database down) finds no connection still out.
             self._keep(snapshot)
         except DBAPIError as exc:  # the database is down or refusing: one line, not a traceback each time
-            self.failures += 1
             first_line = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("could not refresh the lot list, serving the previous one: %s", first_line)
+            self.failures += 1  # counted after the log line: whoever waits for the count finds it
         except Exception:  # noqa: BLE001 - requests keep the old snapshot until the hard limit
-            self.failures += 1
             log.exception("could not refresh the lot list")
+            self.failures += 1
         finally:
             self._lock.release()
 
