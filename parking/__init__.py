@@ -18,6 +18,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 def create_app(config: dict | None = None) -> Flask:
     """Build the Flask app; `config` (e.g. a test mapping) overrides the environment."""
     app = Flask(__name__, static_folder=str(Path(__file__).resolve().parent.parent / "static"))
+    app.json = extensions.JSONProvider(app)
     app.config.from_mapping(settings_from(config))
     app.config["SQLALCHEMY_DATABASE_URI"] = _absolute_sqlite_url(
         app.config["SQLALCHEMY_DATABASE_URI"]

@@ -19,7 +19,8 @@ def require_admin(view):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            abort(401, message="a valid 'Authorization: Bearer <admin token>' header is required")
+            abort(401, message="a valid 'Authorization: Bearer <admin token>' header is required",
+                  headers={"WWW-Authenticate": 'Bearer realm="parking admin"'})
         return view(*args, **kwargs)
 
     return wrapper

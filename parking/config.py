@@ -44,6 +44,10 @@ class Config:
     OPEN_DATA_LANG = os.environ.get("PARKING_OPEN_DATA_LANG", "de")
     REGION = os.environ.get("PARKING_REGION", "DE-BY")
 
+    # Largest HTTP request body (bytes) before a 413 (README); the biggest body is a lot file
+    # import, and a city's lots with all their bay ids fit in a few MB.
+    MAX_CONTENT_LENGTH = _env_int("PARKING_MAX_REQUEST_BYTES", 16 * 1024 * 1024)
+
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
     API_TITLE = "Parking occupancy"

@@ -4,19 +4,19 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
 
 log = logging.getLogger(__name__)
 
 
-def error_response(code: int, message: str):
+def error_response(code: int, message: str, headers: dict | None = None):
     """The JSON error body every HTTP error uses."""
     from werkzeug.http import HTTP_STATUS_CODES
 
     body = {"code": code, "status": HTTP_STATUS_CODES.get(code, "Error"), "message": message}
-    return jsonify(body), code
+    return jsonify(body), code, headers or {}
 
 
 def init_app(app: Flask) -> None:
@@ -31,7 +31,9 @@ def init_app(app: Flask) -> None:
             message = _describe(messages)
         elif getattr(exc, "data", None) and exc.data.get("message"):
             message = exc.data["message"]
-        return error_response(exc.code or 500, message)
+        elif isinstance(exc, RequestEntityTooLarge):
+            message = f"the request body is larger than this server's limit of {app.config['MAX_CONTENT_LENGTH']:,} bytes"
+        return error_response(exc.code or 500, message, _kept_headers(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
@@ -41,6 +43,16 @@ def init_app(app: Flask) -> None:
             return error_response(503, "the database is unavailable; try again shortly")
         log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal error")
+
+
+def _kept_headers(exc: HTTPException) -> dict:
+    """Headers an error answer owes its client: a 405's Allow (RFC 9110 §15.5.6) and whatever the
+    raiser asked for (`abort(401, headers={"WWW-Authenticate": ...})`)."""
+    kept = {k: v for k, v in exc.get_headers() if k == "Allow"}
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("headers"), dict):
+        kept.update(data["headers"])
+    return kept
 
 
 def _database_errors():

@@ -1,5 +1,6 @@
 """Flask extensions, created unbound here and bound to an app in `create_app`; API customisation."""
 import flask_smorest
+from flask.json.provider import DefaultJSONProvider
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
@@ -26,3 +27,16 @@ class Blueprint(flask_smorest.Blueprint):
     """The API's blueprint class: flask-smorest's, with 400 for invalid arguments."""
 
     ARGUMENTS_PARSER = _ArgumentsParser()
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested too deeply for the parser counted as malformed.
+
+    json.loads raises RecursionError (not ValueError) on e.g. 2,000 '[': without this a 500."""
+
+    def loads(self, s, **kwargs):
+        """Parse JSON; nesting past the interpreter's recursion limit is a ValueError (a 400)."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc

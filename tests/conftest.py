@@ -15,6 +15,10 @@ from sqlalchemy import create_engine, text
 from parking import create_app
 from parking.extensions import db
 
+from . import hypothesis_profiles
+
+hypothesis_profiles.register()
+
 DATA = Path(__file__).parent / "data"
 CITY_FILE = DATA / "city.geojson"
 ADMIN_TOKEN = "test-admin-token"
@@ -151,6 +155,9 @@ def live_server(city):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
+    # Let the worker threads finish what they serve first: closing the trigger under a busy worker
+    # makes it fail with EBADF in the background.
+    server.task_dispatcher.shutdown()
     server.close()
     thread.join(timeout=5)
 

@@ -2,6 +2,7 @@
 rule in parking.occupancy.current_counts; so does each bay's own status."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from .hypothesis_profiles import examples
 from sqlalchemy import select, update
 
 from parking.current import bay_status, lot_states, state_of_bays
@@ -18,7 +19,7 @@ bay_state = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(states=st.lists(bay_state, min_size=6, max_size=6))
 def test_sql_counts_match_the_pure_rule(city, states):

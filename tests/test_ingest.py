@@ -4,6 +4,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from .hypothesis_profiles import examples
 from sqlalchemy import delete, func, select, update
 
 import parking.ingest
@@ -142,7 +143,7 @@ readings_strategy = st.builds(
 )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(readings_strategy, min_size=1, max_size=8), min_size=1, max_size=5),
        small_batch=st.sampled_from([0, 500]))

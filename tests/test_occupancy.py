@@ -15,6 +15,7 @@ from operator import itemgetter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from .hypothesis_profiles import examples
 
 from parking.occupancy import (
     CurrentCounts,
@@ -31,9 +32,8 @@ from parking.occupancy import (
     stays,
 )
 
-# Deterministic: the same examples on every run and machine, nothing read from or written to
-# a local example database, so CI never flakes on an example found elsewhere.
-DETERMINISTIC = settings(max_examples=200, derandomize=True, database=None, deadline=None)
+# Examples as the profile says (tests/hypothesis_profiles.py: the same on every CI run).
+DETERMINISTIC = settings(max_examples=examples(200), deadline=None)
 
 BASE = 1_774_742_400  # 2026-03-29T00:00:00Z, a whole UTC hour
 UTC_HOUR = 3600
@@ -236,14 +236,14 @@ def test_stays_match_brute_force_on_distinct_ts(case):
     assert stays(readings, stale_after) == reference_stays(readings, stale_after)
 
 
-@settings(DETERMINISTIC, max_examples=100)
+@settings(DETERMINISTIC, max_examples=examples(100))
 @given(st.integers(30, 1800).flatmap(lambda stale: bay_readings(BASE, BASE, stale)))
 def test_state_changes_are_the_first_reading_of_each_run(readings):
     runs = [next(run) for _, run in groupby(readings, key=itemgetter(1))]
     assert state_changes(readings) == runs
 
 
-@settings(DETERMINISTIC, max_examples=100)
+@settings(DETERMINISTIC, max_examples=examples(100))
 @given(
     st.integers(30, 1800).flatmap(
         lambda stale: st.tuples(

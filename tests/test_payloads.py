@@ -173,6 +173,7 @@ def test_senml_time_defaults_to_the_clock():
 # --- the fast path agrees with the schema -------------------------------------------------------
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from .hypothesis_profiles import examples  # noqa: E402
 
 from gateway.payloads import _fast_readings, _parse_cbor, _parse_json, _schema_readings  # noqa: E402
 
@@ -229,7 +230,7 @@ def schema_outcome(document):
         return exc.message
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 @example({"bay": "A", "occupied": True, "ts": 2**1024})
 @example({"bay": b"A", "occupied": True})
@@ -242,7 +243,7 @@ def test_fast_path_takes_only_what_the_schema_takes_and_gives_the_same(document)
         assert [type(r.ts) for r in fast] == [type(r.ts) for r in schema_outcome(document)]
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(st.one_of(reading_maps(), st.lists(reading_maps(), max_size=4)), st.sampled_from([50, 60]))
 def test_decode_answers_as_the_schema_does(document, fmt):
     """Over the wire: the same readings, or a refusal with the same text, as the schema alone."""

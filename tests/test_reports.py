@@ -5,6 +5,7 @@ import io
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from .hypothesis_profiles import examples
 from openpyxl import load_workbook
 
 from parking.ingest import Reading, ingest
@@ -124,7 +125,7 @@ def test_pattern(city, client):
     assert [d["date"] for d in body["daily"]] == ["2026-03-29"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(whole=st.one_of(st.integers(0, 3600 * 500), st.floats(0, 3600 * 500)), share=st.floats(0, 1))
 def test_csv_percent_text_is_the_rounded_figure(whole, share):
     part = whole * share

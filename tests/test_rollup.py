@@ -4,6 +4,7 @@ import datetime as dt
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from .hypothesis_profiles import examples
 from sqlalchemy import delete, select
 
 from parking.extensions import db
@@ -43,7 +44,7 @@ batches = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=batches)
 def test_incremental_rollup_equals_full_recompute(city, batches):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
@@ -17,33 +18,40 @@ from ..lots import LotFileError, import_lots
 from ..models import Bay
 from ..models import Reading as ReadingRow
 from ..timefmt import iso_utc
-from .common import RangeArgsSchema, lot_or_404, resolve_range
+from .common import lot_or_404
+from .ranges import RangeArgsSchema, resolve_range
 
 blp = Blueprint("lots", __name__, url_prefix="/api/lots", description="Lots and their live state")
+
+
+_LON = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
+_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
+# Four plain decimals in range (no nan, inf, exponents or spaces): what the OpenAPI document says.
+BBOX_RE = re.compile(f"{_LON},{_LAT},{_LON},{_LAT}")
+BBOX_HELP = "minlon,minlat,maxlon,maxlat: decimal degrees, min ≤ max"
 
 
 class LotsQueryArgsSchema(Schema):
     """Filters of the lot list."""
 
-    bbox = fields.String(metadata={"description": "minlon,minlat,maxlon,maxlat"})
+    bbox = fields.String(metadata={"description": BBOX_HELP, "pattern": f"^{BBOX_RE.pattern}$"})
     park_and_ride = fields.Boolean(metadata={"description": "only park-and-ride lots"})
     min_free = fields.Integer(validate=validate.Range(min=0))
 
     @validates("bbox")
     def _bbox(self, value: str, **kwargs) -> None:
-        """Four numbers, min before max."""
+        """Four numbers in range, min before max."""
         parse_bbox(value)
 
 
 def parse_bbox(value: str) -> tuple[float, float, float, float]:
     """minlon,minlat,maxlon,maxlat as floats; ValidationError when malformed."""
-    try:
-        parts = [float(p) for p in value.split(",")]
-    except ValueError as exc:
-        raise ValidationError("bbox must be four numbers: minlon,minlat,maxlon,maxlat") from exc
-    if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
-        raise ValidationError("bbox must be minlon,minlat,maxlon,maxlat with min ≤ max")
-    return parts[0], parts[1], parts[2], parts[3]
+    if not BBOX_RE.fullmatch(value):
+        raise ValidationError(f"bbox must be {BBOX_HELP}")
+    minlon, minlat, maxlon, maxlat = (float(p) for p in value.split(","))
+    if minlon > maxlon or minlat > maxlat:
+        raise ValidationError(f"bbox must be {BBOX_HELP}")
+    return minlon, minlat, maxlon, maxlat
 
 
 class FeatureCollectionSchema(Schema):

@@ -14,7 +14,8 @@ from ..models import Lot
 from ..reports import csv_lines, hour_row, lots_in_order, pattern, summarize
 from ..rollup import utilization
 from ..workbook import build_workbook
-from .common import RangeArgsSchema, lot_or_404, parse_instant, resolve_range
+from .common import lot_or_404
+from .ranges import RangeArgsSchema, hour_range
 
 blp = Blueprint("reports", __name__, url_prefix="/api", description="Hourly utilization and reports")
 
@@ -104,10 +105,13 @@ def chosen_lots(ids: list[str]) -> list[Lot]:
 
 
 def _selection(args):
-    """The chosen lots and per-lot range functions (dates are each lot's own local midnight)."""
-    return (chosen_lots(args["lot"]),
-            lambda lot: parse_instant(args["start"], lot.timezone),
-            lambda lot: parse_instant(args["end"], lot.timezone))
+    """The chosen lots and per-lot range functions (dates are each lot's own local midnight).
+
+    Every lot's range is resolved here, before a streamed answer starts: a range that cannot be
+    reported is a 400 now, never a download cut off after its 200."""
+    lots = chosen_lots(args["lot"])
+    ranges = {lot.id: hour_range(args, lot.timezone) for lot in lots}
+    return lots, lambda lot: ranges[lot.id][0], lambda lot: ranges[lot.id][1]
 
 
 def _attachment(args, ext: str) -> str:
@@ -125,7 +129,7 @@ class UtilizationView(MethodView):
     def get(self, args, lot_id):
         """One row per local hour in [from, to): occupancy, peak, arrivals, coverage."""
         lot = lot_or_404(lot_id)
-        start, end = resolve_range(args, lot.timezone)
+        start, end = hour_range(args, lot.timezone)
         rows = [hour_row(f, lot.timezone) for f in utilization(lot, start, end)]
         return {"lot": lot.id, "timezone": lot.timezone, "rows": rows}
 
