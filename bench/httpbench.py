@@ -45,3 +45,23 @@ def profile_get(client, url: str, top: int = 12) -> str:
     # Keep the header with the total and the table; drop pstats' preamble lines.
     keep = [line for line in lines if "function calls" in line or line.lstrip()[:1].isdigit() or "ncalls" in line]
     return "\n".join(keep)
+
+
+def peak_rss_growth(action):
+    """(bytes the process's peak RSS rose above its RSS before, action's result), on Linux.
+
+    Writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    result = action()
+    return (_status_kib("VmHWM") - before) * 1024, result
+
+
+def _status_kib(field: str) -> int:
+    """A kB field of /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")

@@ -1,5 +1,7 @@
 """Reports: the hourly utilization CSV (GET /api/reports/utilization.csv) for one lot over a year,
-and for every lot over a month, through Flask's test client with the streamed body read to the end.
+and for every lot over a month, through Flask's test client with the streamed body read to the end;
+the XLSX workbook (GET /api/reports/utilization.xlsx) of every lot of a city the size of the
+bundled sample (13 lots) over a year, its time and how much it raised the process's peak RSS.
 
 Measured on the 1,000-lot city of the current-state benchmark and, for scale, on the 100-lot
 (10,000-bay) city of the rollup benchmark. The range ends at the local midnight after the data
@@ -16,8 +18,13 @@ from zoneinfo import ZoneInfo
 from . import datasets
 from .current_state import CITY, SMOKE_CITY
 from .datasets import CitySpec
-from .httpbench import profile_get, timed_get_body
+from .httpbench import peak_rss_growth, profile_get, timed_get_body
 from .report import Report
+
+
+# The bundled sample city's size (parking/data/regensburg.geojson: 13 lots, 670 bays) with a year
+# of history, a change per bay and day.
+SAMPLE_CITY = CitySpec("samplecity", 13, 52, 8760, 86400, 0)
 
 
 @dataclass
@@ -27,10 +34,13 @@ class ReportsConfig:
     month_runs: int = 3  # after a first, cold run that is reported on its own
     year_days: int = 365
     month_days: int = 30
+    workbook_city: CitySpec = SAMPLE_CITY
+    workbook_runs: int = 3
 
 
 FULL = ReportsConfig()
-SMOKE = ReportsConfig(SMOKE_CITY, year_runs=1, month_runs=1, year_days=3, month_days=2)
+SMOKE = ReportsConfig(SMOKE_CITY, year_runs=1, month_runs=1, year_days=3, month_days=2,
+                      workbook_city=SMOKE_CITY, workbook_runs=1)
 
 
 def _ranges(meta: dict, cfg: ReportsConfig, lot: str) -> tuple[str, str]:
@@ -77,11 +87,34 @@ def measure_city(report: Report, backend: str, meta: dict, spec: CitySpec, cfg: 
         db.engine.dispose()
 
 
+def measure_workbook(report: Report, backend: str, meta: dict, cfg: ReportsConfig) -> None:
+    """The year-long workbook of every lot: median time of the runs, and the peak RSS it added."""
+    app = datasets.make_app(datasets.url_for(backend, meta["key"]))
+    client = app.test_client()
+    last_day = dt.datetime.fromtimestamp(meta["end"], ZoneInfo(datasets.TIMEZONE)).date() + dt.timedelta(days=1)
+    url = f"/api/reports/utilization.xlsx?from={last_day - dt.timedelta(days=cfg.year_days)}&to={last_day}"
+    growth, (_, body) = peak_rss_growth(lambda: timed_get_body(client, url))  # the first run: memory
+    runs = [timed_get_body(client, url)[0] for _ in range(cfg.workbook_runs)]
+    lots = cfg.workbook_city.lots
+    report.add(f"reports.{backend}.year_xlsx", statistics.median(runs), "s", "<=", 5.0,
+               note=f"{lots} lots × {cfg.year_days} days, {len(body) / 2**20:.1f} MiB")
+    report.add(f"reports.{backend}.year_xlsx.peak_rss_growth", growth / 2**20, "MiB", "<=", 50.0,
+               note="first request, over the process's RSS before it")
+    with app.app_context():
+        from parking.extensions import db
+
+        db.session.remove()
+        db.engine.dispose()
+
+
 def run(report: Report, backends: list[str], cfg: ReportsConfig, log=print, use_cache: bool = True,
         small_city: CitySpec | None = None) -> None:
     for backend in backends:
         meta = datasets.ensure(cfg.city, backend, use_cache=use_cache)
         measure_city(report, backend, meta, cfg.city, cfg, "", log)
+        workbook_meta = meta if cfg.workbook_city == cfg.city else datasets.ensure(
+            cfg.workbook_city, backend, use_cache=use_cache)
+        measure_workbook(report, backend, workbook_meta, cfg)
         if small_city is not None:
             from .rollup import history_meta
 

@@ -2,7 +2,7 @@
 import flask_smorest
 from flask.json.provider import DefaultJSONProvider
 from flask_migrate import Migrate
-from flask_smorest import Api
+from marshmallow import Schema, fields
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 from webargs.flaskparser import FlaskParser
@@ -10,6 +10,20 @@ from webargs.flaskparser import FlaskParser
 
 class Base(DeclarativeBase):
     """Declarative base for all models (typed SQLAlchemy 2.0)."""
+
+
+class ErrorSchema(Schema):
+    """Every HTTP error's body (parking/errors.py makes it)."""
+
+    code = fields.Integer(required=True, metadata={"description": "the HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "its name"})
+    message = fields.String(required=True, metadata={"description": "what is wrong, naming the argument"})
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api, documenting the error body this app really sends."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 db = SQLAlchemy(model_class=Base)

@@ -1,24 +1,44 @@
-"""The XLSX report: an hourly sheet, a summary sheet per lot with a daily table and a native chart."""
+"""The XLSX report: an hourly sheet, a summary sheet per lot with a daily table and a native chart.
+
+Written with openpyxl's write-only mode: rows go to temporary files as they are made and each
+lot's figures are dropped once its rows and its summary sheet are written, so memory stays flat
+however long the range (a year of the sample city is 113,880 rows: docs/benchmarks.md). Hours and
+dates are real spreadsheet date-times in the lot's local time (a spreadsheet has no time zones;
+the UTC offset beside each hour tells the two 02:00 hours of a fall-back night apart).
+"""
 from __future__ import annotations
 
-import io
+import datetime as dt
+import math
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import IO
+from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.chart import LineChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from .models import Lot
-from .occupancy import HourFigures
-from .reports import BUSY_PCT, CSV_COLUMNS, daily_rows, hour_row, summarize
+from .occupancy import HOUR, HourFigures, local_midnight
+from .reports import BUSY_PCT, daily_rows, summarize
 from .rollup import utilization_of_lots
 
+# A worksheet holds 1,048,576 rows; the hourly sheet's first one is its header.
+MAX_HOURLY_ROWS = 1_048_575
+HOUR_FORMAT = "yyyy-mm-dd hh:mm"
+DATE_FORMAT = "yyyy-mm-dd"
+HOURLY_COLUMNS = [  # (header, column width)
+    ("Lot id", 18), ("Lot", 32), ("Hour (local time)", 18), ("UTC offset", 11), ("Occupancy (%)", 15),
+    ("Peak occupied bays", 19), ("Arrivals", 10), ("Coverage (%)", 14), ("Bays", 8),
+]
 SUMMARY_LABELS = [
     ("mean_occupancy_pct", "Mean occupancy (%)"),
-    ("peak_hour", "Peak hour"),
+    ("peak_hour", "Peak hour (local time)"),
     ("peak_hour_occupancy_pct", "Peak hour occupancy (%)"),
     ("hours_above_85", f"Hours above {BUSY_PCT:.0f} %"),
     ("arrivals", "Arrivals"),
@@ -31,29 +51,78 @@ SUMMARY_LABELS = [
 ]
 
 
-def build_workbook(lots: Sequence[Lot], start_for, end_for, title: str) -> bytes:
-    """The whole workbook as bytes."""
-    wb = Workbook()
-    hourly = wb.active
-    hourly.title = "Hourly"
-    hourly.append(CSV_COLUMNS)
-    for cell in hourly[1]:
-        cell.font = Font(bold=True)
-    per_lot: list[tuple[Lot, list[HourFigures]]] = []
-    for lot, figures in utilization_of_lots(lots, start_for, end_for):
-        per_lot.append((lot, figures))
-        for f in figures:
-            row = hour_row(f, lot.timezone)
-            hourly.append([lot.id, lot.name] + [row[c] for c in CSV_COLUMNS[2:]])
+def hourly_row_count(lots: Sequence[Lot], start_for, end_for) -> int:
+    """Rows the hourly sheet would get: one per local hour of each lot in its range."""
+    return sum(max(0, math.ceil((end_for(lot) - start_for(lot)) / HOUR)) for lot in lots)
+
+
+def write_workbook(lots: Sequence[Lot], start_for, end_for) -> IO[bytes]:
+    """The whole workbook in a temporary file, positioned at its start (the caller closes it)."""
+    wb = Workbook(write_only=True)
+    hourly = wb.create_sheet("Hourly")
     hourly.freeze_panes = "A2"
-    for col, width in zip("ABCDEFGH", (18, 32, 27, 15, 14, 10, 14, 8)):
-        hourly.column_dimensions[col].width = width
+    for index, (_, width) in enumerate(HOURLY_COLUMNS):
+        hourly.column_dimensions[get_column_letter(index + 1)].width = width
+    hourly.append([_bold(hourly, header) for header, _ in HOURLY_COLUMNS])
     used: set[str] = set()
-    for lot, figures in per_lot:
-        _summary_sheet(wb, lot, figures, start_for(lot), end_for(lot), title, used)
-    out = io.BytesIO()
+    for lot, figures in utilization_of_lots(lots, start_for, end_for):
+        _hourly_rows(hourly, lot, figures)
+        _summary_sheet(wb, lot, figures, start_for(lot), end_for(lot), used)
+    out = tempfile.TemporaryFile()
     wb.save(out)
-    return out.getvalue()
+    out.seek(0)
+    return out
+
+
+def describe_range(start: float, end: float, tz: str) -> str:
+    """The range as a person reads it: whole local days by their dates, else from … until …."""
+    zone = ZoneInfo(tz)
+    first, last = (dt.datetime.fromtimestamp(t, zone) for t in (start, end))
+    if local_midnight(first.date(), zone) == start and local_midnight(last.date(), zone) == end:
+        final = (last - dt.timedelta(days=1)).date()
+        days = (final - first.date()).days + 1
+        if days == 1:
+            return f"{_day(first.date())}, local time ({tz})"
+        return f"{_day(first.date())} to {_day(final)} ({days} days), local time ({tz})"
+    return f"From {_day(first.date())} {first:%H:%M} until {_day(last.date())} {last:%H:%M}, local time ({tz})"
+
+
+def _day(day: dt.date) -> str:
+    """'Sunday 29 March 2026'."""
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def _bold(ws, value, size: float | None = None) -> WriteOnlyCell:
+    """A header cell."""
+    cell = WriteOnlyCell(ws, value)
+    cell.font = Font(bold=True, size=size)
+    return cell
+
+
+def _formatted(ws, value, number_format: str) -> WriteOnlyCell:
+    """A cell shown with that number format (a date-time, a date)."""
+    cell = WriteOnlyCell(ws, value)
+    cell.number_format = number_format
+    return cell
+
+
+def _local(ts: float, zone: dt.tzinfo) -> tuple[dt.datetime, str]:
+    """Local wall-clock time without zone (what a spreadsheet holds) and its UTC offset as text."""
+    moment = dt.datetime.fromtimestamp(ts, zone)
+    offset = moment.isoformat()[-6:]  # "+01:00"
+    return moment.replace(tzinfo=None), offset
+
+
+def _hourly_rows(ws, lot: Lot, figures: Sequence[HourFigures]) -> None:
+    """One row per hour of the lot."""
+    zone = ZoneInfo(lot.timezone)
+    # One styled cell for every row's hour: append() writes a row out before it returns, so the
+    # cell can take the next value (a new cell and style look-up per row cost a fifth of the time).
+    hour_cell = _formatted(ws, None, HOUR_FORMAT)
+    for f in figures:
+        hour_cell.value, offset = _local(f.hour_start, zone)
+        ws.append([lot.id, lot.name, hour_cell, offset, f.occupancy_pct,
+                   f.peak_occupied, f.arrivals, f.coverage_pct, f.bays])
 
 
 def _sheet_title(lot: Lot, used: set[str]) -> str:
@@ -67,40 +136,38 @@ def _sheet_title(lot: Lot, used: set[str]) -> str:
     return name
 
 
-def _summary_sheet(wb: Workbook, lot: Lot, figures, start: float, end: float, title: str, used: set[str]) -> None:
+def _summary_sheet(wb: Workbook, lot: Lot, figures, start: float, end: float, used: set[str]) -> None:
     """Summary figures, a daily table and a line chart of daily mean and peak occupancy."""
     ws = wb.create_sheet(_sheet_title(lot, used))
+    ws.column_dimensions["A"].width = 42
+    ws.column_dimensions["B"].width = 26
     summary = asdict(summarize(lot, start, end, figures))
-    ws.append([f"{lot.name} ({lot.id})"])
-    ws["A1"].font = Font(bold=True, size=13)
-    ws.append([title])
+    if summary["peak_hour"] is not None:
+        summary["peak_hour"] = _formatted(ws, dt.datetime.fromisoformat(summary["peak_hour"]).replace(tzinfo=None),
+                                          HOUR_FORMAT)
+    ws.append([_bold(ws, f"{lot.name} ({lot.id})", size=13)])
+    ws.append([describe_range(start, end, lot.timezone)])
     ws.append([])
     for key, label in SUMMARY_LABELS:
         ws.append([label, summary[key]])
-    ws.column_dimensions["A"].width = 42
-    ws.column_dimensions["B"].width = 26
-
-    first = ws.max_row + 2
-    ws.cell(first, 1, "Date").font = Font(bold=True)
-    ws.cell(first, 2, "Mean occupancy (%)").font = Font(bold=True)
-    ws.cell(first, 3, "Peak hour occupancy (%)").font = Font(bold=True)
-    ws.cell(first, 4, f"{BUSY_PCT:.0f} % line").font = Font(bold=True)
-    row = first
-    for day in daily_rows(figures, lot.timezone):
-        row += 1
-        ws.cell(row, 1, day["date"])
-        ws.cell(row, 2, day["mean_pct"])
-        ws.cell(row, 3, day["peak_pct"])
-        ws.cell(row, 4, BUSY_PCT)
-    if row == first:
-        return
-    chart = LineChart()
-    chart.title = "Daily occupancy"
-    chart.y_axis.title = "%"
-    chart.y_axis.scaling.min = 0
-    chart.y_axis.scaling.max = 100
-    chart.height, chart.width = 8, 18
-    data = Reference(ws, min_col=2, max_col=4, min_row=first, max_row=row)
-    chart.add_data(data, titles_from_data=True)
-    chart.set_categories(Reference(ws, min_col=1, min_row=first + 1, max_row=row))
-    ws.add_chart(chart, f"{get_column_letter(6)}{first}")
+    ws.append([])
+    first = len(SUMMARY_LABELS) + 5  # the daily table's header row
+    ws.append([_bold(ws, text) for text in
+               ("Date", "Mean occupancy (%)", "Peak hour occupancy (%)", f"{BUSY_PCT:.0f} % line")])
+    days = daily_rows(figures, lot.timezone)
+    for day in days:
+        ws.append([_formatted(ws, dt.date.fromisoformat(day["date"]), DATE_FORMAT),
+                   day["mean_pct"], day["peak_pct"], BUSY_PCT])
+    if days:
+        last = first + len(days)
+        chart = LineChart()
+        chart.title = "Daily occupancy"
+        chart.y_axis.title = "%"
+        chart.y_axis.scaling.min = 0
+        chart.y_axis.scaling.max = 100
+        chart.x_axis.number_format = "d mmm"
+        chart.height, chart.width = 8, 18
+        chart.add_data(Reference(ws, min_col=2, max_col=4, min_row=first, max_row=last), titles_from_data=True)
+        chart.set_categories(Reference(ws, min_col=1, min_row=first + 1, max_row=last))
+        ws.add_chart(chart, f"F{first}")
+    ws.close()  # written out now: a sheet per lot must not keep a file open each

@@ -189,3 +189,15 @@ def test_good_bbox_filters(city, client):
     found = client.get(f"/api/lots?bbox={lon},{lat},{lon},{lat}").json["features"]
     assert [f["id"] for f in found] == [everything[0]["id"]]
     assert len(client.get("/api/lots?bbox=-180,-90,180,90").json["features"]) == len(everything)
+
+
+def test_lot_ids_outside_the_id_pattern_never_reach_the_database(city, client):
+    """A NUL character is refused by PostgreSQL outright (it was a 500 there): a 400 for a malformed
+    `lot` argument, a 404 for a path naming no lot."""
+    for url in ("/api/reports/summary?lot=GA%00RAGE&from=2026-03-29&to=2026-03-30",
+                "/api/reports/utilization.csv?lot=%00&from=2026-03-29&to=2026-03-30",
+                "/api/sensors?lot=%00"):
+        assert_json_error(get(client, url), 400, "lot")
+    for url in ("/api/lots/GA%00RAGE", "/api/lots/%00/utilization?from=2026-03-29&to=2026-03-30",
+                "/api/lots/%00/events.csv?from=2026-03-29&to=2026-03-30"):
+        assert_json_error(get(client, url), 404, "unknown lot")

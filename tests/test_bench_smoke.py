@@ -19,6 +19,7 @@ PER_BACKEND = [
     "current.{b}.snapshot_refresh", "current.{b}.10x_history/base.snapshot_refresh",
     "current.{b}.detail.median",
     "reports.{b}.one_lot_year_csv", "reports.{b}.all_lots_month_csv", "reports.{b}.all_lots_month_csv.first_run",
+    "reports.{b}.year_xlsx", "reports.{b}.year_xlsx.peak_rss_growth",
     "rollup.{b}.hour_3", "rollup.{b}.hour_24", "rollup.{b}.hour_24/hour_3",
     "datasets.{b}.consistency_differences",
 ]

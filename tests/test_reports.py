@@ -1,6 +1,9 @@
 """Utilization JSON, CSV, XLSX, summary and pattern over HTTP, with exact local-hour calendars."""
 import csv
+import datetime as dt
 import io
+import zipfile
+from xml.etree import ElementTree
 
 import pytest
 from hypothesis import given, settings
@@ -94,6 +97,14 @@ def test_csv_without_lot_means_every_lot(city, client):
     assert len(rows) == 1 + 3 * 23
 
 
+def _workbook(client, query):
+    response = client.get(f"/api/reports/utilization.xlsx?{query}")
+    assert response.status_code == 200 and response.data[:2] == b"PK", response.data[:300]
+    assert response.headers["Content-Length"] == str(len(response.data))
+    response.close()  # a WSGI server closes the answer: that closes its temporary file
+    return load_workbook(io.BytesIO(response.data))
+
+
 def test_summary_and_xlsx_agree(city, client):
     _day_of_readings()
     query = "lot=GARAGE&from=2026-03-29&to=2026-03-30"
@@ -101,19 +112,85 @@ def test_summary_and_xlsx_agree(city, client):
     assert summary["arrivals"] == 2 and summary["completed_stays"] == 2
     assert summary["mean_dwell_minutes"] == 40.0 and summary["median_dwell_minutes"] == 40.0
     assert summary["peak_hour"] == "2026-03-29T09:00:00+02:00"  # 8 h after midnight on a 23-hour day
-    response = client.get(f"/api/reports/utilization.xlsx?{query}")
-    assert response.status_code == 200 and response.data[:2] == b"PK"
-    wb = load_workbook(io.BytesIO(response.data))
+    wb = _workbook(client, query)
     assert wb.sheetnames == ["Hourly", "Summary GARAGE"]
     hourly = list(wb["Hourly"].values)
-    assert hourly[0][:3] == ("lot_id", "lot_name", "hour") and len(hourly) == 1 + 23
+    assert hourly[0] == ("Lot id", "Lot", "Hour (local time)", "UTC offset", "Occupancy (%)",
+                         "Peak occupied bays", "Arrivals", "Coverage (%)", "Bays")
+    assert len(hourly) == 1 + 23
+    json_rows = client.get(f"/api/lots/GARAGE/utilization?from=2026-03-29&to=2026-03-30").json["rows"]
+    for row, expected in zip(hourly[1:], json_rows):
+        local = dt.datetime.fromisoformat(expected["hour"])
+        assert row == ("GARAGE", "Garage Mitte", local.replace(tzinfo=None), expected["hour"][-6:],
+                       expected["occupancy_pct"], expected["peak_occupied"], expected["arrivals"],
+                       expected["coverage_pct"], expected["bays"])
     sheet = wb["Summary GARAGE"]
     values = {row[0]: row[1] for row in sheet.iter_rows(min_row=4, max_row=14, values_only=True)}
     assert values["Mean occupancy (%)"] == summary["mean_occupancy_pct"]
-    assert values["Peak hour"] == summary["peak_hour"]
+    assert values["Peak hour (local time)"] == dt.datetime(2026, 3, 29, 9, 0)
     assert values["Arrivals"] == summary["arrivals"]
     assert values["Mean dwell of completed stays (min)"] == 40.0
+    assert sheet["A2"].value == "Sunday 29 March 2026, local time (Europe/Berlin)"
+    assert sheet["A16"].value == "Date" and sheet["A17"].value == dt.datetime(2026, 3, 29)
     assert len(sheet._charts) == 1
+
+
+def test_workbook_cells_are_numbers_and_dates(city, client):
+    """Hours and dates are spreadsheet date-times with a date format, figures are numbers:
+    what a planner can sort, filter and chart (not text that looks like it)."""
+    _day_of_readings()
+    wb = _workbook(client, "lot=GARAGE&lot=PR-WEST&from=2026-10-25&to=2026-10-27")
+    rows = list(wb["Hourly"].iter_rows(min_row=2))
+    assert len(rows) == 2 * (25 + 24)
+    for row in rows:
+        hour, offset = row[2], row[3]
+        assert hour.is_date and hour.data_type == "d" and hour.number_format == "yyyy-mm-dd hh:mm"
+        assert isinstance(hour.value, dt.datetime) and offset.value in ("+01:00", "+02:00")
+        assert all(c.data_type == "n" for c in row[5:])
+        assert row[4].value is None or row[4].data_type == "n"
+    # The fall-back night: two 02:00 hours, told apart by their offsets.
+    twos = [(r[2].value, r[3].value) for r in rows[:25] if r[2].value.hour == 2]
+    assert twos == [(dt.datetime(2026, 10, 25, 2), "+02:00"), (dt.datetime(2026, 10, 25, 2), "+01:00")]
+    sheet = wb["Summary PR-WEST"]
+    dates = [c for c in sheet["A"][16:] if c.value is not None]
+    assert [c.value for c in dates] == [dt.datetime(2026, 10, 25), dt.datetime(2026, 10, 26)]
+    assert all(c.is_date and c.number_format == "yyyy-mm-dd" for c in dates)
+    assert sheet["A2"].value == "Sunday 25 October 2026 to Monday 26 October 2026 (2 days), local time (Europe/Berlin)"
+    texts = [c.value for ws in wb for r in ws.iter_rows() for c in r if isinstance(c.value, str)]
+    assert not any("exclusive" in t for t in texts)
+
+
+def test_workbook_hours_are_stored_as_serial_numbers(city, client):
+    """In the file itself (not only as openpyxl reads it back): the hour cells are numbers with a
+    date style, the serial days since 1899-12-30 that Excel and LibreOffice compute with."""
+    response = client.get("/api/reports/utilization.xlsx?lot=GARAGE&from=2026-03-29&to=2026-03-30")
+    body = response.data
+    response.close()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        sheet = ElementTree.fromstring(archive.read("xl/worksheets/sheet1.xml"))
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    cells = {c.get("r"): c for c in sheet.iterfind(".//m:c", ns)}
+    first, second = cells["C2"], cells["C3"]
+    assert first.get("t") in (None, "n") and first.get("s") not in (None, "0")
+    assert float(first.find("m:v", ns).text) == (dt.datetime(2026, 3, 29) - dt.datetime(1899, 12, 30)).days
+    assert float(second.find("m:v", ns).text) == pytest.approx(float(first.find("m:v", ns).text) + 1 / 24)
+
+
+def test_workbook_title_of_a_range_of_hours(city, client):
+    wb = _workbook(client, "lot=STREET&from=2026-03-29T08:00:00%2B02:00&to=2026-03-29T10:30:00%2B02:00")
+    assert wb["Summary STREET"]["A2"].value == (
+        "From Sunday 29 March 2026 08:00 until Sunday 29 March 2026 10:30, local time (Europe/Berlin)")
+    assert [r[2] for r in wb["Hourly"].iter_rows(min_row=2, values_only=True)] == [
+        dt.datetime(2026, 3, 29, 8), dt.datetime(2026, 3, 29, 9), dt.datetime(2026, 3, 29, 10)]
+
+
+def test_workbook_over_a_worksheets_rows_is_refused(city, client, monkeypatch):
+    from parking.api import reports as reports_api
+
+    monkeypatch.setattr(reports_api, "MAX_HOURLY_ROWS", 3 * 24 - 1)
+    response = client.get("/api/reports/utilization.xlsx?from=2026-03-30&to=2026-03-31")
+    assert response.status_code == 400 and "72 hourly rows" in response.json["message"]
+    assert _workbook(client, "lot=GARAGE&lot=STREET&from=2026-03-30&to=2026-03-31").sheetnames[0] == "Hourly"
 
 
 def test_pattern(city, client):

@@ -1,15 +1,29 @@
 """Shared pieces of the API: lot look-up (the date-range arguments live in .ranges)."""
 from __future__ import annotations
 
+import re
+
 from flask_smorest import abort
+from marshmallow import fields, validate
 
 from ..extensions import db
+from ..lots import ID_PATTERN
 from ..models import Lot
+
+_ID = re.compile(ID_PATTERN)
+
+
+def lot_id_field(**kwargs) -> fields.String:
+    """A lot id argument: refused with 400 unless of the id pattern (it is published with it)."""
+    return fields.String(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"), **kwargs)
 
 
 def lot_or_404(lot_id: str) -> Lot:
-    """The lot with that id; aborts with 404 naming it when there is none."""
-    lot = db.session.get(Lot, lot_id)
+    """The lot with that id; aborts with 404 naming it when there is none.
+
+    An id outside the id pattern names no lot, and is never sent to the database (PostgreSQL
+    refuses text with NUL characters outright)."""
+    lot = db.session.get(Lot, lot_id) if _ID.fullmatch(lot_id) else None
     if lot is None:
         abort(404, message=f"unknown lot: {lot_id}")
     return lot

@@ -13,8 +13,8 @@ from sqlalchemy import and_, func, select
 
 from ..auth import require_admin
 from ..lot_list import encode_collection, lot_list
-from ..extensions import Blueprint, db
-from ..lots import LotFileError, import_lots
+from ..extensions import Blueprint, ErrorSchema, db
+from ..lots import FeatureSchema, LotFileError, import_lots
 from ..models import Bay
 from ..models import Reading as ReadingRow
 from ..timefmt import iso_utc
@@ -52,6 +52,19 @@ def parse_bbox(value: str) -> tuple[float, float, float, float]:
     if minlon > maxlon or minlat > maxlat:
         raise ValidationError(f"bbox must be {BBOX_HELP}")
     return minlon, minlat, maxlon, maxlat
+
+
+LOT_FILE_BODY = {
+    "required": True,
+    "description": "A GeoJSON FeatureCollection, one Feature per lot (contract §2). Also refused: a bay "
+                   "in two lots, a lot id twice, a bay that already belongs to another lot.",
+    "content": {"application/json": {"schema": {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {"type": {"type": "string", "enum": ["FeatureCollection"]},
+                       "features": {"type": "array", "items": FeatureSchema}},
+    }}},
+}
 
 
 class FeatureCollectionSchema(Schema):
@@ -95,7 +108,11 @@ class LotsView(MethodView):
 
     @require_admin
     @blp.response(200, ImportResultSchema)
-    @blp.doc(security=[{"bearerAuth": []}])
+    @blp.alt_response(400, schema=ErrorSchema, description="not a valid lot file: the message names feature and field")
+    @blp.alt_response(401, schema=ErrorSchema, description="no or a wrong bearer token")
+    @blp.alt_response(403, schema=ErrorSchema, description="admin writes are off (no PARKING_ADMIN_TOKEN)")
+    @blp.alt_response(413, schema=ErrorSchema, description="the body is over the size limit")
+    @blp.doc(security=[{"bearerAuth": []}], requestBody=LOT_FILE_BODY)
     def post(self):
         """Import or update lots from a GeoJSON FeatureCollection (admin; contract §2)."""
         doc = request.get_json(silent=True)

@@ -1,20 +1,22 @@
 """Hourly utilization per lot and the planners' reports: summary, pattern, CSV and XLSX."""
 from __future__ import annotations
 
+import io
 from dataclasses import asdict
 
-from flask import Response, stream_with_context
+from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields
 from sqlalchemy import select
+from werkzeug.wsgi import wrap_file
 
 from ..extensions import Blueprint, db
 from ..models import Lot
 from ..reports import csv_lines, hour_row, lots_in_order, pattern, summarize
 from ..rollup import utilization
-from ..workbook import build_workbook
-from .common import lot_or_404
+from ..workbook import MAX_HOURLY_ROWS, hourly_row_count, write_workbook
+from .common import lot_id_field, lot_or_404
 from .ranges import RangeArgsSchema, hour_range
 
 blp = Blueprint("reports", __name__, url_prefix="/api", description="Hourly utilization and reports")
@@ -25,7 +27,7 @@ XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 class ReportArgsSchema(RangeArgsSchema):
     """Lots (repeat `lot`; none means every lot) and the date range."""
 
-    lot = fields.List(fields.String(), load_default=list)
+    lot = fields.List(lot_id_field(), load_default=list)
 
 
 class HourRowSchema(Schema):
@@ -188,5 +190,14 @@ class UtilizationXlsxView(MethodView):
     def get(self, args):
         """An hourly sheet, a summary sheet per lot and a chart of daily occupancy."""
         lots, start_for, end_for = _selection(args)
-        body = build_workbook(lots, start_for, end_for, f"{args['from']} to {args['to']} (to exclusive)")
-        return Response(body, mimetype=XLSX_TYPE, headers={"Content-Disposition": _attachment(args, "xlsx")})
+        rows = hourly_row_count(lots, start_for, end_for)
+        if rows > MAX_HOURLY_ROWS:
+            abort(400, message=f"the workbook would have {rows:,} hourly rows, more than a worksheet's "
+                               f"{MAX_HOURLY_ROWS:,}: choose fewer lots or a shorter range, or take the CSV")
+        # Built whole before the answer starts, in a temporary file, then sent from it in chunks:
+        # a failure is still an error answer, and memory stays flat.
+        body = write_workbook(lots, start_for, end_for)
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
+        return Response(wrap_file(request.environ, body), mimetype=XLSX_TYPE, direct_passthrough=True,
+                        headers={"Content-Disposition": _attachment(args, "xlsx"), "Content-Length": str(size)})

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields
 
 from ..extensions import Blueprint
 from ..sensors import sensor_report
-from .common import lot_or_404
+from .common import lot_id_field, lot_or_404
 
 blp = Blueprint("sensors", __name__, url_prefix="/api/sensors", description="Sensor health for operators")
 
@@ -14,7 +14,7 @@ blp = Blueprint("sensors", __name__, url_prefix="/api/sensors", description="Sen
 class SensorArgsSchema(Schema):
     """Which sensors to list."""
 
-    lot = fields.String(metadata={"description": "only this lot"})
+    lot = lot_id_field(metadata={"description": "only this lot"})
     all = fields.Boolean(load_default=False, metadata={"description": "every sensor, not only problems"})
 
 
