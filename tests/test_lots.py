@@ -249,6 +249,31 @@ def test_events_csv_lists_state_changes_in_ts_order(city, client):
     ]
 
 
+def test_events_csv_streams_every_change_past_its_first_chunk(city, client):
+    """2,400 readings of three bays (a change or a heartbeat each): the answer comes in several
+    chunks (one per 1,000 readings read) and holds exactly the changes, in ts then storage order."""
+    from parking.timefmt import iso_utc
+
+    base = float(int(time.time()) - 86400)
+    bays = ["GAR-001", "GAR-002", "GAR-003"]
+    readings = [Reading(bays[i % 3], (i // 3) % 4 < 2, base + i) for i in range(2400)]
+    for start in range(0, len(readings), 600):
+        ingest(readings[start:start + 600], now=base + 3000)
+    previous, expected = {}, []
+    for r in readings:
+        if previous.get(r.bay) != r.occupied:
+            expected.append(f"{r.bay},{iso_utc(r.ts)},{'true' if r.occupied else 'false'}")
+        previous[r.bay] = r.occupied
+    assert 1000 < len(expected) < len(readings)  # heartbeats are no changes
+    frm, to = iso_utc(base).replace("+", "%2B"), iso_utc(base + 2400).replace("+", "%2B")
+    response = client.get(f"/api/lots/GARAGE/events.csv?from={frm}&to={to}", buffered=False)
+    chunks = [chunk for chunk in response.response if chunk]
+    response.close()
+    assert len(chunks) >= 3
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines[0] == "bay_id,ts,occupied" and lines[1:] == expected
+
+
 def test_closed_by_opening_hours(city, client):
     lot = db.session.get(Lot, "GARAGE")
     lot.opening_hours = "Mo-Su 00:00-00:01"  # open one minute a day: closed almost always

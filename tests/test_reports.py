@@ -93,8 +93,24 @@ def test_csv_for_several_lots(city, client):
 
 
 def test_csv_without_lot_means_every_lot(city, client):
-    rows = client.get("/api/reports/utilization.csv?from=2026-03-29&to=2026-03-30").data.decode().splitlines()
-    assert len(rows) == 1 + 3 * 23
+    """Every lot, in id order, each with its 23 hours of the spring-forward day and its own figures."""
+    _day_of_readings()
+    response = client.get("/api/reports/utilization.csv?from=2026-03-29&to=2026-03-30")
+    rows = list(csv.DictReader(io.StringIO(response.data.decode())))
+    assert [r["lot_id"] for r in rows] == ["GARAGE"] * 23 + ["PR-WEST"] * 23 + ["STREET"] * 23
+    for lot, name, bays in (("GARAGE", "Garage Mitte", 6), ("PR-WEST", "P+R West", 4), ("STREET", "Gesandtenstraße", 2)):
+        lot_rows = [r for r in rows if r["lot_id"] == lot]
+        json_rows = client.get(f"/api/lots/{lot}/utilization?from=2026-03-29&to=2026-03-30").json["rows"]
+        assert [r["hour"] for r in lot_rows] == [r["hour"] for r in json_rows]
+        assert {r["lot_name"] for r in lot_rows} == {name} and {r["bays"] for r in lot_rows} == {str(bays)}
+    nine = {r["lot_id"]: r for r in rows if r["hour"] == "2026-03-29T09:00:00+02:00"}
+    # GAR-001 occupied 09:10-09:50 of a known hour, GAR-002 09:15-09:55 of 09:05-10:00 (4,800 of 6,900 s);
+    # PRW-001 09:20-10:00 of 09:10-10:00; STREET heard nothing.
+    assert (nine["GARAGE"]["occupancy_pct"], nine["GARAGE"]["arrivals"], nine["GARAGE"]["peak_occupied"]) == ("69.6", "2", "2")
+    assert nine["GARAGE"]["coverage_pct"] == "31.9"  # 6,900 of 6 × 3,600 bay-seconds
+    assert (nine["PR-WEST"]["occupancy_pct"], nine["PR-WEST"]["arrivals"], nine["PR-WEST"]["coverage_pct"]) == ("80.0", "1", "20.8")
+    assert (nine["STREET"]["occupancy_pct"], nine["STREET"]["coverage_pct"]) == ("", "0.0")
+    assert sum(int(r["arrivals"]) for r in rows) == 3
 
 
 def _workbook(client, query):
@@ -194,12 +210,24 @@ def test_workbook_over_a_worksheets_rows_is_refused(city, client, monkeypatch):
 
 
 def test_pattern(city, client):
+    """The heatmap cells and the daily line, time-weighted over the chosen lots together."""
     _day_of_readings()
     body = client.get("/api/reports/pattern?lot=GARAGE&from=2026-03-29&to=2026-03-30").json
-    assert body["lots"] == ["GARAGE"] and len(body["heatmap"]) == 7
+    assert body["lots"] == ["GARAGE"] and body["timezone"] == "Europe/Berlin"
+    assert len(body["heatmap"]) == 7 and all(len(day) == 24 for day in body["heatmap"])
     sunday = body["heatmap"][6]
-    assert sunday[9] is not None and sunday[3] is None
-    assert [d["date"] for d in body["daily"]] == ["2026-03-29"]
+    # 09:00: 4,800 occupied of 6,900 known bay-seconds; 10:00: free until the readings go stale.
+    assert sunday[9] == 69.6 and sunday[10] == 0.0
+    assert [h for h, cell in enumerate(sunday) if cell is not None] == [9, 10]
+    assert all(cell is None for day in body["heatmap"][:6] for cell in day)
+    # The day: 4,800 of 9,600 known seconds; coverage 9,600 of 6 bays × 23 hours.
+    assert body["daily"] == [{"date": "2026-03-29", "mean_pct": 50.0, "peak_pct": 69.6, "coverage_pct": 1.9}]
+    both = client.get("/api/reports/pattern?lot=PR-WEST&lot=GARAGE&from=2026-03-29&to=2026-03-30").json
+    assert both["lots"] == ["GARAGE", "PR-WEST"]
+    # PRW-001 adds 2,400 occupied of 3,000 known seconds at 09:00 and 1,800 free ones at 10:00:
+    # 7,200 of 14,400 known, of 10 bays × 23 hours.
+    assert both["heatmap"][6][9] == 72.7 and both["heatmap"][6][10] == 0.0
+    assert both["daily"] == [{"date": "2026-03-29", "mean_pct": 50.0, "peak_pct": 72.7, "coverage_pct": 1.7}]
 
 
 @settings(max_examples=examples(300), deadline=None)

@@ -98,4 +98,51 @@ def test_rollup_cli(runner, city):
     result = runner.invoke(args=["rollup"])
     assert result.exit_code == 0 and "rolled up 1 hours of 1 lots" in result.output
     result = runner.invoke(args=["rollup", "--full"])
+    assert result.exit_code == 0, result.output
     assert "marked 1 hours" in result.output and "rolled up 1 hours" in result.output
+    result = runner.invoke(args=["rollup"])
+    assert result.exit_code == 0 and "rolled up 0 hours of 0 lots" in result.output
+    result = runner.invoke(args=["rollup", "--ful"])
+    assert result.exit_code == 2 and "--full" in result.output  # click suggests the option meant
+
+
+def test_rollup_batches_give_the_same_figures(city, monkeypatch):
+    """Rollup and reports in many small batches (a few lot-hours each, one lot per IN list, one
+    lot-hour per readings query) store and serve exactly what one batch does."""
+    import parking.rollup as rollup
+
+    for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001", "PRW-002", "STR-001"]):
+        t = START + 3600 * (3 + 7 * i) + 60 * i
+        ingest([Reading(bay, True, t), Reading(bay, False, t + 2400), Reading(bay, True, t + 9000)], now=END)
+    lots = list(db.session.scalars(select(Lot).order_by(Lot.id)))
+
+    def figures():
+        served = {lot.id: [as_tuple(f) for f in fs] for lot, fs in
+                  rollup.utilization_of_lots(lots, lambda _: START, lambda _: END, now=END)}
+        return served, {lot.id: {r.hour_start: (r.occupied_seconds, r.known_seconds, r.peak_occupied, r.arrivals)
+                                 for r in db.session.scalars(select(HourlyUtilization).where(HourlyUtilization.lot_id == lot.id))}
+                        for lot in lots}
+
+    whole_before = figures()[0]  # all computed on the fly: nothing rolled up yet
+    calls = []
+    real_batches = rollup._batches
+    monkeypatch.setattr(rollup, "_batches", lambda items, size: calls.append(1) or real_batches(items, size))
+    monkeypatch.setattr(rollup, "BATCH_ROWS", 5)
+    monkeypatch.setattr(rollup, "IN_CHUNK", 1)
+    monkeypatch.setattr(rollup, "LOT_HOURS_PER_QUERY", 1)
+    assert list(real_batches(range(12), lambda n: 2)) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    stats = run_rollup(now=END)
+    assert stats.lots == 3 and stats.hours > 0
+    small_served, small_stored = figures()
+    monkeypatch.setattr(rollup, "BATCH_ROWS", 50_000)
+    monkeypatch.setattr(rollup, "IN_CHUNK", 500)
+    monkeypatch.setattr(rollup, "LOT_HOURS_PER_QUERY", 1_000)
+    clear_history()
+    for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001", "PRW-002", "STR-001"]):
+        t = START + 3600 * (3 + 7 * i) + 60 * i
+        ingest([Reading(bay, True, t), Reading(bay, False, t + 2400), Reading(bay, True, t + 9000)], now=END)
+    run_rollup(now=END)
+    large_served, large_stored = figures()
+    assert small_served == large_served == whole_before
+    assert small_stored == large_stored and sum(len(v) for v in large_stored.values()) == stats.hours
+    assert len(calls) >= 2

@@ -16,4 +16,11 @@ def test_sensor_listing(city, client, runner):
     assert {r["problem"] for r in everything} >= {"never_seen", "silent", "low_battery"}
     assert client.get("/api/sensors?lot=NOPE").status_code == 404
     result = runner.invoke(args=["sensors"])
-    assert "STR-002" in result.output and "silent" in result.output
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "silent" in lines["STR-002"] and "low_battery" in lines["STR-001"]
+    assert all(" ok " not in line for line in lines.values())  # only sensors needing attention
+    result = runner.invoke(args=["sensors", "--all"])
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 12
+    result = runner.invoke(args=["sensors", "--bogus"])
+    assert result.exit_code == 2 and "No such option '--bogus'" in result.output
