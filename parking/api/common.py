@@ -18,12 +18,15 @@ def lot_id_field(**kwargs) -> fields.String:
     return fields.String(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"), **kwargs)
 
 
-def lot_or_404(lot_id: str) -> Lot:
-    """The lot with that id; aborts with 404 naming it when there is none.
+def is_lot_id(text: str) -> bool:
+    """Whether the text can be a lot id at all: anything else names no lot and is never sent to
+    the database (PostgreSQL refuses text with NUL characters outright)."""
+    return _ID.fullmatch(text) is not None
 
-    An id outside the id pattern names no lot, and is never sent to the database (PostgreSQL
-    refuses text with NUL characters outright)."""
-    lot = db.session.get(Lot, lot_id) if _ID.fullmatch(lot_id) else None
+
+def lot_or_404(lot_id: str) -> Lot:
+    """The lot with that id; aborts with 404 naming it when there is none (or it cannot be one)."""
+    lot = db.session.get(Lot, lot_id) if is_lot_id(lot_id) else None
     if lot is None:
         abort(404, message=f"unknown lot: {lot_id}")
     return lot

@@ -18,7 +18,7 @@ from ..lots import FeatureSchema, LotFileError, import_lots
 from ..models import Bay
 from ..models import Reading as ReadingRow
 from ..timefmt import iso_utc
-from .common import lot_or_404
+from .common import is_lot_id, lot_or_404
 from .ranges import RangeArgsSchema, resolve_range
 
 blp = Blueprint("lots", __name__, url_prefix="/api/lots", description="Lots and their live state")
@@ -133,7 +133,7 @@ class LotView(MethodView):
     @blp.response(200)
     def get(self, lot_id):
         """The lot with the status of each of its bays (from the same snapshot as the list)."""
-        body = lot_list(current_app).detail(lot_id)
+        body = lot_list(current_app).detail(lot_id) if is_lot_id(lot_id) else None
         if body is None:
             abort(404, message=f"unknown lot: {lot_id}")
         return Response(body, mimetype="application/json")
