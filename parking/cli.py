@@ -68,3 +68,43 @@ def init_app(app: Flask) -> None:
                 f"{row['bay']:<16} {row['lot']:<24} {row['problem'] or 'ok':<12} "
                 f"last seen {row['last_seen'] or 'never'}  battery {row['battery']}"
             )
+
+    @app.cli.command("forecast-backtest")
+    @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--from", "from_date", default=None, help="score origins from this local date on (YYYY-MM-DD)")
+    @click.option("--to", "to_date", default=None, help="score origins before this local date (YYYY-MM-DD)")
+    @click.option("--site", "sites", multiple=True, help="only sites whose name contains this (repeatable)")
+    def forecast_backtest_command(trace, from_date, to_date, sites):
+        """Score the forecaster against persistence, last week, 3-week mean and Helsinki on a trace."""
+        import gzip
+
+        from . import backtest
+
+        tz = current_app.config["TIMEZONE"]
+        bounds = [_local_midnight(d, tz, name) for d, name in ((from_date, "--from"), (to_date, "--to"))]
+        opener = gzip.open if trace.endswith(".gz") else open
+        try:
+            with opener(trace, "rt", encoding="utf-8") as fh:
+                found = backtest.read_trace(fh)
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise click.ClickException(f"{trace}: {exc}") from exc
+        chosen = [s for s in found if not sites or any(part in s.name for part in sites)]
+        if not chosen:
+            raise click.ClickException(f"{trace}: no site with values" + (f" matching {', '.join(sites)}" if sites else ""))
+        results = backtest.run_backtest(chosen, tz, current_app.config["REGION"], *bounds)
+        for line in backtest.format_table(results):
+            click.echo(line)
+
+
+def _local_midnight(day: str | None, timezone: str, option: str) -> float | None:
+    """Unix time of local midnight of an ISO date, or None; a bad date is one clear line."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    if day is None:
+        return None
+    try:
+        date = dt.date.fromisoformat(day)
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not a date like 2025-03-01", param_hint=option) from None
+    return dt.datetime.combine(date, dt.time(), ZoneInfo(timezone)).timestamp()

@@ -24,6 +24,8 @@ class Config:
     COAP_PORT = _env_int("PARKING_COAP_PORT", 5683)
     LOTS_FILE = os.environ.get("PARKING_LOTS_FILE", str(DEFAULT_LOTS_FILE))
     TIMEZONE = os.environ.get("PARKING_TIMEZONE", "Europe/Berlin")
+    # ISO 3166-2 subdivision whose public and school holidays shape forecasts (a lot may name its own).
+    REGION = os.environ.get("PARKING_REGION", "DE-BY")
     STALE_AFTER = _env_int("PARKING_STALE_AFTER", 1800)
     # A sensor's reading may be this many days old (a buffer kept through an outage); older ones
     # are refused (contract §3). History an operator loads (the simulator's backfill) is not bound.
