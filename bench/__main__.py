@@ -22,7 +22,7 @@ from pathlib import Path
 from . import datasets
 from .report import Report
 
-BENCHMARKS = ("ingest", "current", "reports", "rollup", "abuse")
+BENCHMARKS = ("ingest", "current", "reports", "rollup", "abuse", "forecast")
 
 
 def machine() -> dict:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets.PG_PREFIX = f"parking_bench_smoke_{os.getpid()}"
     workdir = datasets.DATA_DIR / "ingest-run"
 
-    from . import abuse, current_state, ingest, reports, rollup
+    from . import abuse, current_state, forecast, ingest, reports, rollup
 
     report = Report(meta={"machine": machine(), "smoke": args.smoke, "backends": backends,
                           "started": time.strftime("%Y-%m-%d %H:%M:%S %z")})
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"# abuse: the gateway under a Block1 flood ({cfg.flood_datagrams} datagrams) and a "
                 f"{cfg.fuzz_seconds:.0f} s CoAP fuzz run")
             abuse.run(report, backends, cfg, datasets.DATA_DIR / "abuse-run", log)
+        if "forecast" in args.only:
+            cfg = forecast.SMOKE if args.smoke else forecast.FULL
+            log(f"# forecast: one lot's forecaster after {cfg.days} days of 5-minute observations")
+            forecast.run(report, cfg, log)
         if args.smoke and "current" in args.only:
             log("# data sets: generated aggregates and bay states equal the real rollup's")
             spec = current_state.SMOKE.city

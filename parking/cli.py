@@ -69,6 +69,14 @@ def init_app(app: Flask) -> None:
                 f"last seen {row['last_seen'] or 'never'}  battery {row['battery']}"
             )
 
+    @app.cli.command("forecast")
+    def forecast_command():
+        """Bring every lot's forecast up to date now (what the scheduler does every few minutes)."""
+        from .forecasting import update_forecasts
+
+        stats = update_forecasts()
+        click.echo(f"forecast {stats.forecasting} of {stats.lots} lots in {stats.seconds:.2f} s")
+
     @app.cli.command("forecast-backtest")
     @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
     @click.option("--from", "from_date", default=None, help="score origins from this local date on (YYYY-MM-DD)")

@@ -38,6 +38,8 @@ class Config:
     )
     LOW_BATTERY = _env_int("PARKING_LOW_BATTERY", 20)
     ROLLUP_INTERVAL = _env_int("PARKING_ROLLUP_INTERVAL", 60)
+    # Seconds between forecast runs (every lot's forecaster brought up to date; parking/forecasting.py).
+    FORECAST_INTERVAL = _env_int("PARKING_FORECAST_INTERVAL", 120)
     # GET /api/lots answers from a snapshot refreshed in the background at most this often
     # (seconds; 0: count on every request). See parking/lot_list.py.
     LOTS_SNAPSHOT_SECONDS = _env_int("PARKING_LOTS_SNAPSHOT_SECONDS", 2)

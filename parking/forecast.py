@@ -260,6 +260,11 @@ class LotForecaster:
 
     # -- reading --
 
+    @property
+    def last_ts(self) -> float | None:
+        """Time of the newest observation (predict refuses earlier instants)."""
+        return self._last_ts
+
     def history_days(self) -> float:
         """Days of known history seen so far."""
         return self._known_points / DAY_POINTS

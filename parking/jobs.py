@@ -26,6 +26,22 @@ def rollup_job(app: Flask) -> None:
             db.session.remove()
 
 
+def forecast_job(app: Flask) -> None:
+    """Bring every lot's forecaster up to date and store its forecasts (the same as `flask forecast`)."""
+    from .forecasting import update_forecasts
+
+    with app.app_context():
+        try:
+            stats = update_forecasts()
+            log.info("forecast: %d of %d lots forecast in %.2f s", stats.forecasting, stats.lots, stats.seconds)
+        except Exception:
+            log.warning("forecast failed; it will run again at the next interval", exc_info=True)
+        finally:
+            from .extensions import db
+
+            db.session.remove()
+
+
 def start_scheduler(app: Flask) -> BackgroundScheduler:
     """Start the one scheduler of a deployment; the caller shuts it down."""
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -39,9 +55,21 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
         coalesce=True,
         next_run_time=None,
     )
+    scheduler.add_job(
+        forecast_job,
+        "interval",
+        seconds=app.config["FORECAST_INTERVAL"],
+        args=[app],
+        id="forecast",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=None,
+    )
     scheduler.start()
-    # First run soon after start, so a fresh demo's backfill is rolled up without waiting.
+    # First runs soon after start, so a fresh demo's backfill is rolled up and forecast without
+    # waiting (the forecast a little later: it builds on the rolled-up hours).
     scheduler.modify_job("rollup", next_run_time=_soon())
+    scheduler.modify_job("forecast", next_run_time=_soon(15))
     app.extensions.setdefault("parking_parts", {})["scheduler"] = lambda: {
         "status": "ok" if scheduler.running else "stopped",
         "next_rollup": str(scheduler.get_job("rollup").next_run_time) if scheduler.get_job("rollup") else None,
@@ -49,8 +77,8 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
     return scheduler
 
 
-def _soon():
+def _soon(seconds: float = 5):
     """A few seconds from now, as an aware datetime."""
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)

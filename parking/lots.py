@@ -96,6 +96,9 @@ def _timezone(value: str) -> None:
         raise ValidationError("unknown IANA time zone") from exc
 
 
+REGION_PATTERN = r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$"
+
+
 class LotPropertiesSchema(KnownKeysSchema):
     """The `properties` of a lot feature."""
 
@@ -111,6 +114,11 @@ class LotPropertiesSchema(KnownKeysSchema):
         validate=validate.Length(max=200), allow_none=True, load_default=None
     )
     park_and_ride = fields.Nested(ParkAndRideSchema, allow_none=True, load_default=None)
+    # Whose public and school holidays shape the forecast (None: PARKING_REGION).
+    region = fields.String(
+        validate=validate.Regexp(REGION_PATTERN, error="must be an ISO 3166-2 code like DE-BY"),
+        allow_none=True, load_default=None,
+    )
     # Keys of the file's own (e.g. OSM tags): accepted as they are, not stored.
     extra = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
 
@@ -254,6 +262,7 @@ def import_lots(doc: Any, default_timezone: str) -> dict[str, int]:
             lot.url = props["url"]
             lot.opening_hours = props["opening_hours"]
             lot.park_and_ride = props["park_and_ride"]
+            lot.region = props["region"]
             lot.geometry = feature["geometry"]
             lot.lon, lot.lat = lon, lat
             lot.updated_at = now

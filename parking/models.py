@@ -36,6 +36,8 @@ class Lot(db.Model):
     address: Mapped[str | None] = mapped_column(String(300))
     url: Mapped[str | None] = mapped_column(String(500))
     opening_hours: Mapped[str | None] = mapped_column(String(200))
+    # ISO 3166-2 subdivision whose holidays shape the forecast; None: PARKING_REGION.
+    region: Mapped[str | None] = mapped_column(String(16))
     park_and_ride: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     geometry: Mapped[dict[str, Any]] = mapped_column(JSON)
     lon: Mapped[float] = mapped_column(Float)
@@ -108,4 +110,38 @@ class RollupDirty(db.Model):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 
-__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty"]
+class ForecastCurve(db.Model):
+    """A lot's newest forecast: occupied bays in 15-minute steps for the next day (parking.forecasting)."""
+
+    __tablename__ = "forecast_curves"
+
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), primary_key=True)
+    generated_at: Mapped[float] = mapped_column(Float)
+    capacity: Mapped[int] = mapped_column(Integer)
+    # Why there is no forecast (too little history), or None.
+    reason: Mapped[str | None] = mapped_column(String(300))
+    # [[ts, occupied, low, high], ...] in ts order; empty when `reason` is set.
+    steps: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class ForecastCheck(db.Model):
+    """A forecast the system made for one horizon, and (once the time has come) what happened."""
+
+    __tablename__ = "forecast_checks"
+    __table_args__ = (UniqueConstraint("lot_id", "made_at", "horizon", name="uq_forecast_checks_made"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"))
+    made_at: Mapped[float] = mapped_column(Float)
+    horizon: Mapped[int] = mapped_column(Integer)  # seconds
+    target_at: Mapped[float] = mapped_column(Float, index=True)
+    capacity: Mapped[int] = mapped_column(Integer)
+    occupied: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    actual: Mapped[float | None] = mapped_column(Float)  # occupied bays seen at target_at
+
+
+__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck"]

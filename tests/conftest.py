@@ -86,7 +86,7 @@ def database_url(backend: str, templates: dict, tmp_path: Path) -> str:
     engine = create_engine(url)
     with engine.begin() as conn:
         # DELETE beats TRUNCATE on tables this small (TRUNCATE rewrites files each time).
-        for table in ("readings", "rollup_dirty", "hourly_utilization", "bays", "lots"):
+        for table in ("forecast_checks", "forecast_curves", "readings", "rollup_dirty", "hourly_utilization", "bays", "lots"):
             conn.execute(text(f"DELETE FROM {table}"))
     engine.dispose()
     return url

@@ -14,12 +14,15 @@ from sqlalchemy import and_, func, select
 from ..auth import require_admin
 from ..lot_list import encode_collection, lot_list
 from ..extensions import Blueprint, ErrorSchema, db
+from ..forecasting import forecast_at
 from ..lots import FeatureSchema, LotFileError, import_lots
-from ..models import Bay
+from ..models import Bay, Lot
 from ..models import Reading as ReadingRow
 from ..timefmt import iso_utc
 from .common import is_lot_id, lot_or_404
 from .ranges import RangeArgsSchema, resolve_range
+
+FORECAST_AHEAD = 24 * 3600
 
 blp = Blueprint("lots", __name__, url_prefix="/api/lots", description="Lots and their live state")
 
@@ -37,6 +40,16 @@ class LotsQueryArgsSchema(Schema):
     bbox = fields.String(metadata={"description": BBOX_HELP, "pattern": f"^{BBOX_RE.pattern}$"})
     park_and_ride = fields.Boolean(metadata={"description": "only park-and-ride lots"})
     min_free = fields.Integer(validate=validate.Range(min=0))
+    at = fields.AwareDateTime(
+        metadata={"description": "ISO 8601 datetime with offset, up to 24 h ahead: adds properties.forecast"}
+    )
+
+    @validates("at")
+    def _at(self, value, **kwargs) -> None:
+        """Between now (a few minutes of clock skew allowed) and 24 h ahead."""
+        ahead = value.timestamp() - time.time()
+        if not -300 <= ahead <= FORECAST_AHEAD:
+            raise ValidationError("must be between now and 24 hours ahead")
 
     @validates("bbox")
     def _bbox(self, value: str, **kwargs) -> None:
@@ -104,6 +117,8 @@ class LotsView(MethodView):
             features = [f for f in features if f["properties"]["park_and_ride"]]
         if "min_free" in args:
             features = [f for f in features if f["properties"]["free"] >= args["min_free"]]
+        if "at" in args:
+            features = with_forecasts(features, args["at"].timestamp())
         return Response(encode_collection(features), mimetype="application/json")
 
     @require_admin
@@ -124,6 +139,13 @@ class LotsView(MethodView):
             abort(400, message=exc.message)
         lot_list(current_app).clear()
         return result
+
+
+def with_forecasts(features: list[dict], at: float) -> list[dict]:
+    """Copies of the features with properties.forecast for `at` (contract §6; null without one)."""
+    lots = db.session.scalars(select(Lot).where(Lot.id.in_([f["id"] for f in features]))).all()
+    found = forecast_at(list(lots), at, time.time())
+    return [{**f, "properties": {**f["properties"], "forecast": found.get(f["id"])}} for f in features]
 
 
 @blp.route("/<lot_id>")
