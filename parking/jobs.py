@@ -45,8 +45,16 @@ def forecast_job(app: Flask) -> None:
 def start_scheduler(app: Flask) -> BackgroundScheduler:
     """Start the one scheduler of a deployment; the caller shuts it down."""
     scheduler = BackgroundScheduler(timezone="UTC")
+
+    def rollup_then_first_forecast(app: Flask) -> None:
+        rollup_job(app)
+        # The first forecast builds on the first rollup (a fresh demo's backfill): start it then.
+        job = scheduler.get_job("forecast")
+        if job is not None and job.next_run_time is None:
+            scheduler.modify_job("forecast", next_run_time=_soon(0))
+
     scheduler.add_job(
-        rollup_job,
+        rollup_then_first_forecast,
         "interval",
         seconds=app.config["ROLLUP_INTERVAL"],
         args=[app],
@@ -66,10 +74,9 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
         next_run_time=None,
     )
     scheduler.start()
-    # First runs soon after start, so a fresh demo's backfill is rolled up and forecast without
-    # waiting (the forecast a little later: it builds on the rolled-up hours).
+    # First run soon after start, so a fresh demo's backfill is rolled up without waiting; the
+    # forecast job stays paused until that first rollup has finished and then starts at once.
     scheduler.modify_job("rollup", next_run_time=_soon())
-    scheduler.modify_job("forecast", next_run_time=_soon(15))
     app.extensions.setdefault("parking_parts", {})["scheduler"] = lambda: {
         "status": "ok" if scheduler.running else "stopped",
         "next_rollup": str(scheduler.get_job("rollup").next_run_time) if scheduler.get_job("rollup") else None,
