@@ -86,21 +86,21 @@ def init_app(app: Flask) -> None:
         """Score the forecaster against persistence, last week, 3-week mean and Helsinki on a trace."""
         import gzip
 
-        from . import backtest
+        from .backtest import format_table, read_trace, run_backtest
 
         tz = current_app.config["TIMEZONE"]
         bounds = [_local_midnight(d, tz, name) for d, name in ((from_date, "--from"), (to_date, "--to"))]
         opener = gzip.open if trace.endswith(".gz") else open
         try:
             with opener(trace, "rt", encoding="utf-8") as fh:
-                found = backtest.read_trace(fh)
+                found = read_trace(fh)
         except (ValueError, UnicodeDecodeError, OSError) as exc:
             raise click.ClickException(f"{trace}: {exc}") from exc
         chosen = [s for s in found if not sites or any(part in s.name for part in sites)]
         if not chosen:
             raise click.ClickException(f"{trace}: no site with values" + (f" matching {', '.join(sites)}" if sites else ""))
-        results = backtest.run_backtest(chosen, tz, current_app.config["REGION"], *bounds)
-        for line in backtest.format_table(results):
+        results = run_backtest(chosen, tz, current_app.config["REGION"], *bounds)
+        for line in format_table(results):
             click.echo(line)
 
 
