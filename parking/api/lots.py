@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
