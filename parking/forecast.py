@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 from zoneinfo import ZoneInfo
 
-import holidays
-
 STEP = 900  # seconds per grid point
 DAY_POINTS = 96
 RING = 23 * DAY_POINTS  # grid points kept: the same time 1-3 weeks back, for targets up to 48 h ahead
@@ -46,6 +44,8 @@ MIN_DAYS = 7  # a forecast needs a week of history: every day kind seen once
 DAY_HOURS = (6, 22)  # the band learns from daytime targets only: calm nights would narrow it
 BAND_STEP = 0.01  # step of the band's quantile trackers (normalised residual units)
 GROUP_HOURS = (9, 13, 17)  # boundaries of the time-of-day groups, local hours
+STRAY_RATE = 0.001  # the lot's mean distance from its profile follows about the last 15 days
+STRAY_DEFAULT = 0.08  # ... and before it is known (a typical lot of the traces)
 LEARN_EVERY = 4  # the band learns from forecasts made every hour (cheap; plenty of outcomes)
 MODEL_PATH = Path(__file__).with_name("data") / "forecast_model.json"
 NAN = math.nan
@@ -73,6 +73,10 @@ MODEL = _load_model()
 @lru_cache(maxsize=64)
 def _holiday_sets(region: str, year: int) -> tuple[frozenset, frozenset]:
     """(public holidays, school holidays) of one region and year; unknown regions have none."""
+    # Imported on first use: it takes about a second, which every process that builds the app
+    # (the gateway's writer among them) would otherwise pay at start.
+    import holidays
+
     country, _, subdiv = region.partition("-")
     try:
         cats = [holidays.PUBLIC]
@@ -160,6 +164,8 @@ class LotForecaster:
         self._next_point: int | None = None  # first grid point not yet settled
         self._known_points = 0
         self._ready = False  # once ready, always (weights never decrease)
+        self._stray = STRAY_DEFAULT
+        self._n_stray = 0
         # The band adapts to this lot: each forecast made at a settled grid point is kept (bounded:
         # one per knot and origin within the longest knot) and, once its target is settled, moves
         # this lot's quantiles of the normalised residual per knot.
@@ -203,7 +209,13 @@ class LotForecaster:
         if y != y:
             return
         self._known_points += 1
-        self._dev[i] = y - self._base(point)[0]
+        dev = y - self._base(point)[0]
+        self._dev[i] = dev
+        # How far this lot usually strays from its profile (by day): a lot that follows events
+        # more than the week gets more of today and less of the profile (features below).
+        if self._ready and DAY_HOURS[0] * 4 <= _local_point(self.timezone, point)[1] < DAY_HOURS[1] * 4:
+            self._n_stray += 1
+            self._stray += max(STRAY_RATE, 1.0 / self._n_stray) * (abs(dev) - self._stray)
         self._update_profile(point, y)
         if self._adapt:
             self._learn(point, y)
@@ -364,7 +376,11 @@ class LotForecaster:
         # than usual at 07:00 is not 20 points fuller at noon when it is full by then.
         occ = min(max(a0 * base / max(b0, 0.05), -1.0), 1.0)
         free = min(max(a0 * (1.0 - base) / max(1.0 - b0, 0.05), -1.0), 1.0)
-        return [1.0, a0, a1, a4, lw_dev, a15, occ, free, level, delta], base, spread, _group(_local_point(self.timezone, target)[1])
+        # The profile's change from now to the target: with a weight below 1 the forecast leans
+        # towards "as now" (persistence); scaled by how much this lot strays from its profile.
+        change = base - b0
+        stray = self._stray / STRAY_DEFAULT
+        return [1.0, a0, a1, a4, lw_dev, a15, occ, free, level, delta, change, change * stray, a0 * stray], base, spread, _group(_local_point(self.timezone, target)[1])
 
     def _interpolation(self, horizon: float) -> tuple[int, float]:
         """(knot index i, weight w): a horizon lies between knots i and i + 1."""
@@ -404,4 +420,4 @@ class LotForecaster:
         """Numbers held in memory (fixed at construction; what the memory test checks)."""
         held = (self._ring, self._dev, self._ring_point, self._prof, self._weight, self._spread, self._off, self._off_weight,
                 self._pend, self._pend_point, self._q)
-        return sum(len(a) for a in held)
+        return sum(len(a) for a in held) + 2
