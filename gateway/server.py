@@ -29,8 +29,10 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from parking.current import LotState, lot_states
+from parking.startup import check_database, database_label, guarded, port_problem
 
 from .errors import RETRY_AFTER, Unavailable
+from .portlock import PortLock
 from .resources import MAX_PAYLOAD, LotResource, OccupancyResource, build_site
 from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport, limit_aiocoap_log
 from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, RESTART_PAUSE, Writer, WriterStats
@@ -120,6 +122,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._changed_lots: set[str] = set()
         self._refresher: asyncio.Task | None = None
+        self.port_lock: PortLock | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Start the writer, bind the socket and begin serving; touches no database."""
@@ -135,8 +138,15 @@ class Gateway:
         self.lots = LotResource(self)
         site = build_site(OccupancyResource(self), self.lots)
         try:
+            self._take_port(port)
             await self.writer.start()
-            self.context, self.manager = await _server_context(site, host, port, self.dedup_window)
+            try:
+                self.context, self.manager = await _server_context(site, host, port, self.dedup_window)
+            except OSError as exc:
+                problem = port_problem(exc, "the CoAP gateway", host, port, "PARKING_COAP_PORT")
+                if problem is None:
+                    raise
+                raise problem from exc
             self.receive_buffer, self.address = _tune_transport(self.manager)
         except BaseException:
             await self._stop_threads()
@@ -150,6 +160,15 @@ class Gateway:
             "CoAP gateway on coap://%s:%d (receive buffer %d KiB, duplicate window %.0f s, limit %d bytes)",
             host, self.port, self.receive_buffer // 1024, self.dedup_window, MAX_PAYLOAD,
         )
+
+    def _take_port(self, port: int) -> None:
+        """Refuse a port another deployment serves (gateway.portlock); port 0 is always fresh."""
+        if port == 0:
+            return
+        deployment = database_label(self.app.config["SQLALCHEMY_DATABASE_URI"])
+        self.port_lock = PortLock(port, deployment).take()
+        if self.port_lock.joined:
+            log.info("UDP port %d is served by other gateway processes of this deployment: joining them", port)
 
     @property
     def port(self) -> int:
@@ -181,6 +200,9 @@ class Gateway:
         if self._readers is not None:
             # A read a silent database holds is left behind (its request was answered 5.03).
             await asyncio.to_thread(self._readers.shutdown, timeout=READ_DEADLINE)
+        if self.port_lock is not None:
+            self.port_lock.release()
+            self.port_lock = None
 
     def count(self, code: Code) -> None:
         """Count one answer (event loop only)."""
@@ -331,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default PARKING_COAP_HOST, 127.0.0.1; '::' for all)")
     parser.add_argument("--port", type=int, help="UDP port (default PARKING_COAP_PORT, 5683)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log aiocoap's per-message details too")
+    parser.add_argument("--debug", action="store_true", help="a start-up error with its traceback, not one line")
     return parser
 
 
@@ -341,6 +364,7 @@ async def start_with_options(argv: list[str] | None = None, app: Flask | None = 
         from parking import create_app
 
         app = create_app()
+        await asyncio.to_thread(check_database, app)
     host = args.host or app.config["COAP_HOST"]
     port = args.port if args.port is not None else app.config["COAP_PORT"]
     gateway = Gateway(app, verbose=args.verbose)
@@ -366,8 +390,8 @@ async def _serve(argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console script `parking-gateway`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(argv))
-    return 0
+    debug = build_parser().parse_args(argv).debug
+    return guarded("parking-gateway", debug, lambda: asyncio.run(_serve(argv)) or 0)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """The parking occupancy application: `create_app` wires settings, extensions, blueprints and CLI."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
-from .config import settings_from
+from .config import DEFAULT_DATABASE_URL, PROJECT_DIR, settings_from
 from .dbconnect import engine_options
+from .startup import check_database_url
 from . import extensions
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -20,8 +20,9 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(Path(__file__).resolve().parent.parent / "static"))
     app.json = extensions.JSONProvider(app)
     app.config.from_mapping(settings_from(config))
+    check_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["SQLALCHEMY_DATABASE_URI"] = _absolute_sqlite_url(
-        app.config["SQLALCHEMY_DATABASE_URI"]
+        app.config["SQLALCHEMY_DATABASE_URI"], app.instance_path
     )
     # Timeouts and keepalive on PostgreSQL: a silent database is an error, not a hang (the web
     # app's engine is also the scheduler's and the gateway's reads').
@@ -50,22 +51,26 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
-def _absolute_sqlite_url(url: str) -> str:
-    """Resolve a relative SQLite path against the working directory and create its folder.
+def _absolute_sqlite_url(url: str, instance_path: str) -> str:
+    """Resolve a relative SQLite path, never against the working directory, and create its folder.
 
-    Flask-SQLAlchemy would otherwise resolve it against the instance folder, so
-    `sqlite:///instance/parking.db` (the contract's default) would end up one level too deep.
+    The default (`sqlite:///instance/parking.db`) is `parking.db` in Flask's instance folder;
+    another relative path is taken from the project folder (PROJECT_DIR). Flask-SQLAlchemy would
+    resolve it against the instance folder, so the default would end up one level too deep; the
+    working directory would give a process supervisor, started elsewhere, a new empty database.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return url
     path = Path(parsed.database)
-    if not path.is_absolute():
-        path = Path(os.getcwd()) / path
+    if url == DEFAULT_DATABASE_URL:
+        path = Path(instance_path) / path.name
+    elif not path.is_absolute():
+        path = PROJECT_DIR / path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
-        pass  # the database layer reports it, and /healthz answers 503, instead of a crash here
+        pass  # the start-up check names the folder (parking/startup.py), /healthz answers 503
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 

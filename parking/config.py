@@ -5,6 +5,10 @@ import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Relative SQLite paths are taken from here (the checkout), never from the working directory,
+# so a process supervisor starting us elsewhere opens the same database.
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_DATABASE_URL = "sqlite:///instance/parking.db"  # <PROJECT_DIR>/instance: Flask's instance folder
 DEFAULT_LOTS_FILE = PACKAGE_DIR / "data" / "regensburg.geojson"
 
 
@@ -17,7 +21,7 @@ def _env_int(name: str, default: int) -> int:
 class Config:
     """Production defaults, overridable per setting by environment variables (contract §1)."""
 
-    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", "sqlite:///instance/parking.db")
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     HTTP_HOST = os.environ.get("PARKING_HTTP_HOST", "127.0.0.1")
     HTTP_PORT = _env_int("PARKING_HTTP_PORT", 8000)
     COAP_HOST = os.environ.get("PARKING_COAP_HOST", "127.0.0.1")
