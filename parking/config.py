@@ -66,6 +66,18 @@ class Config:
     JSON_SORT_KEYS = False
 
 
+def client_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host` (a wildcard: loopback),
+    bracketed when it is an IPv6 address, as URIs and HOST:PORT want it."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def coap_target(config) -> str:
+    """HOST:PORT of the gateway the settings describe, as a client on this machine reaches it."""
+    return f"{client_host(config['COAP_HOST'])}:{config['COAP_PORT']}"
+
+
 def settings_from(config: dict | None) -> dict:
     """The Config class as a dict, with a test mapping applied on top."""
     values = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
