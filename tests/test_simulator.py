@@ -4,14 +4,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from gateway.simulator import model as simulator, profiles
 from gateway.simulator.history import backfill, model_from_db
@@ -22,9 +29,12 @@ from parking.lots import validate_collection
 from parking.models import Bay
 from parking.models import Reading as Row
 
+from .conftest import free_port
+
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY = dt.datetime(2025, 3, 10, tzinfo=BERLIN)  # a week without holidays
-SAMPLE_CITY = Path(__file__).resolve().parent.parent / "parking" / "data" / "regensburg.geojson"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CITY = ROOT / "parking" / "data" / "regensburg.geojson"
 
 
 def lot(lot_id: str, kind: str, size: int) -> LotSpec:
@@ -297,67 +307,108 @@ def test_parse_hostport(text, expected):
     assert parse_hostport(text) == expected
 
 
-def test_live_sender_posts_json_and_retries_after_503():
-    import aiocoap
-    import aiocoap.resource
-    from aiocoap.numbers.codes import Code
-
-    from tests.conftest import free_port
-
-    received = []
-
-    class Occupancy(aiocoap.resource.Resource):
-        refused = 0
-
-        async def render_post(self, request):
-            if Occupancy.refused == 0:  # storage "down" once: retry after Max-Age
-                Occupancy.refused += 1
-                return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=0)
-            received.append((request.opt.content_format, json.loads(request.payload)))
-            return aiocoap.Message(code=Code.CHANGED)
-
-    async def scenario(port):
-        site = aiocoap.resource.Site()
-        site.add_resource(["occupancy"], Occupancy())
-        server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
-        model = CityModel([lot("ST", "on_street", 10)], start=time.time(), seed=2)
-        sender = LiveSender(model, "127.0.0.1", port, speed=1200)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(1.5, stop.set)
-        await sender.start()
-        try:
-            await sender.run(stop)
-        finally:
-            await sender.shutdown()
-            await server.shutdown()
-        return sender.totals
-
-    totals = asyncio.run(scenario(free_port(socket.SOCK_DGRAM)))
-    assert totals.retried == 1 and totals.errors == 0
-    assert received and totals.codes == {"2.04": len(received)}
-    assert {fmt for fmt, _ in received} == {50}
-    for _, body in received:
-        assert set(body) == {"bay", "occupied", "ts", "seq", "battery"}
-        assert body["ts"] <= time.time() and body["bay"].startswith("ST-")
-
-
-def test_live_mode_readings_reach_the_database(coap_gateway):
-    host, port = coap_gateway
-    model = model_from_db(time.time(), seed=4)
+def _send_live(model: CityModel, port: int, seconds: float, during=None) -> "Stats":
+    """Run a LiveSender against 127.0.0.1:port for `seconds`; `during(sender)` is awaited alongside."""
 
     async def scenario():
-        sender = LiveSender(model, host, port, speed=1200)
+        sender = LiveSender(model, "127.0.0.1", port, speed=1200)
         stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(2.0, stop.set)
-        await sender.start()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
         try:
-            await sender.run(stop)
+            await sender.start()
+            await asyncio.gather(sender.run(stop), during(sender) if during else asyncio.sleep(0))
         finally:
             await sender.shutdown()
         return sender.totals
 
-    totals = asyncio.run(scenario())
-    assert totals.errors == 0 and set(totals.codes) == {"2.04"}
+    return asyncio.run(scenario())
+
+
+def _stored_readings() -> int:
     db.session.expire_all()
-    stored = db.session.scalar(select(func.count()).select_from(Row))
-    assert 0 < stored <= totals.sent
+    return db.session.scalar(select(func.count()).select_from(Row))
+
+
+@pytest.fixture
+def no_retransmissions(monkeypatch):
+    """Sensors that never repeat a message: a retransmission is acknowledged but stored once (as
+    tests/test_gateway.py checks), so only then is every reading acknowledged a reading stored."""
+    monkeypatch.setattr(simulator, "RETRANSMIT_PROBABILITY", 0.0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # a locked SQLite file is storage that cannot write
+def test_live_sender_retries_after_503_from_the_real_gateway(city, no_retransmissions):
+    """The database locked by another writer: the real gateway answers 5.03 with Max-Age; the
+    sender waits that long and sends again, and once the lock is gone every reading is stored."""
+    from gateway.server import run_in_thread
+
+    port = free_port(socket.SOCK_DGRAM)
+    gateway = run_in_thread(city, "127.0.0.1", port, lock_timeout=0.3)
+    path = make_url(city.config["SQLALCHEMY_DATABASE_URI"]).database
+    locker = sqlite3.connect(path, isolation_level=None, timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")
+    model = model_from_db(time.time(), seed=2)
+
+    async def unlock_after_a_503(sender):
+        while sender.totals.retried == 0:
+            await asyncio.sleep(0.05)
+        locker.execute("ROLLBACK")
+
+    try:
+        totals = _send_live(model, port, 8.0, unlock_after_a_503)
+    finally:
+        locker.close()
+        gateway.stop()
+    assert totals.retried >= 1 and totals.errors == 0
+    assert set(totals.codes) == {"2.04"}, totals.codes  # every retried reading got in
+    assert _stored_readings() == totals.codes["2.04"]
+
+
+def test_live_mode_readings_reach_the_database(coap_gateway, no_retransmissions):
+    host, port = coap_gateway
+    totals = _send_live(model_from_db(time.time(), seed=4), port, 2.0)
+    assert totals.errors == 0 and set(totals.codes) == {"2.04"}
+    assert totals.codes["2.04"] > 20
+    assert _stored_readings() == totals.codes["2.04"]  # stored equals acknowledged, not just "some"
+
+
+def _simulate_process(url: str, coap_port: int) -> subprocess.Popen:
+    """`python -m gateway.simulator` with the settings in the environment only (no --coap)."""
+    env = {**os.environ, "DATABASE_URL": url, "PARKING_COAP_HOST": "127.0.0.1",
+           "PARKING_COAP_PORT": str(coap_port), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "gateway.simulator", "--speed", "600", "--seed", "3"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_parking_simulate_sends_to_the_configured_gateway(coap_gateway):
+    """PARKING_COAP_HOST/PORT, as every command reads them (it was hard-wired to 127.0.0.1:5683)."""
+    _, port = coap_gateway
+    process = _simulate_process(current_app.config["SQLALCHEMY_DATABASE_URI"], port)
+    try:
+        deadline = time.monotonic() + 60
+        while _stored_readings() == 0 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert f"sending to coap://127.0.0.1:{port}/occupancy" in output
+    assert _stored_readings() > 0, output
+
+
+def test_parking_simulate_without_a_gateway_says_so_in_one_line(city):
+    port = free_port(socket.SOCK_DGRAM)  # nothing listens there
+    process = _simulate_process(city.config["SQLALCHEMY_DATABASE_URI"], port)
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 2, output
+    assert "Traceback" not in output and "errors" not in output
+    errors = [line for line in output.splitlines() if line.startswith("parking-simulate: error: ")]
+    assert errors == [
+        f"parking-simulate: error: no CoAP gateway answers at coap://127.0.0.1:{port} (connection refused): "
+        "start one (parking-gateway or parking-run), or set PARKING_COAP_HOST and PARKING_COAP_PORT (or --coap) "
+        "to where it listens"
+    ], output

@@ -19,6 +19,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from parking.cli import ensure_lots, init_db
+from parking.config import coap_target
+from parking.startup import StartupError, check_database, guarded
 
 from .history import backfill, model_from_db
 from .model import choose_seed
@@ -28,9 +30,11 @@ log = logging.getLogger("gateway.simulator")
 
 
 def run_simulator(app, backfill_days: float = 0, speed: float = 1.0,
-                  coap: str = "127.0.0.1:5683", seed: int | None = None, live: bool = True) -> None:
-    """Backfill `backfill_days` of history, then (if `live`) simulate until SIGINT/SIGTERM."""
+                  coap: str | None = None, seed: int | None = None, live: bool = True) -> None:
+    """Backfill `backfill_days` of history, then (if `live`) simulate until SIGINT/SIGTERM, sending
+    to `coap` (HOST:PORT; default: the gateway of the settings, PARKING_COAP_HOST/PORT)."""
     seed = choose_seed(seed)
+    coap = coap or coap_target(app.config)
     with _sigterm_as_interrupt():
         if backfill_days > 0:
             model = backfill(app, backfill_days, seed=seed)
@@ -72,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first write N days of history through the ingest path (default 0)")
     parser.add_argument("--speed", type=float, default=1.0, metavar="X",
                         help="time-lapse factor of the live simulation (default 1: real time)")
-    parser.add_argument("--coap", default="127.0.0.1:5683", metavar="HOST:PORT",
-                        help="the gateway to send to (default 127.0.0.1:5683)")
+    parser.add_argument("--coap", default=None, metavar="HOST:PORT",
+                        help="the gateway to send to (default PARKING_COAP_HOST:PARKING_COAP_PORT)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",
                         help="random seed, for a reproducible run")
+    parser.add_argument("--debug", action="store_true", help="a start-up error with its traceback, not one line")
     return parser
 
 
@@ -85,19 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     if options.speed <= 0:
         build_parser().error("--speed must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from parking import create_app
-
-    app = create_app()
     try:
-        run_simulator(app, options.backfill_days, options.speed, options.coap, options.seed)
+        return guarded("parking-simulate", options.debug, lambda: _simulate(options))
     except KeyboardInterrupt:
         log.info("simulator interrupted")
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    return 0
 
+
+def _simulate(options: argparse.Namespace) -> int:
+    """Build the app on the settings every command reads, then run the simulator."""
+    from parking import create_app
+
+    app = create_app()
+    check_database(app)
+    run_simulator(app, options.backfill_days, options.speed, options.coap, options.seed)
+    return 0
 
 
 @click.command("simulate")
@@ -111,8 +121,12 @@ def simulate_command(backfill_days, speed, coap, seed, no_live):
     """Run simulated bay sensors against the gateway, after writing simulated history."""
     init_db()
     ensure_lots()
-    coap = coap or f"{current_app.config['COAP_HOST']}:{current_app.config['COAP_PORT']}"
-    run_simulator(current_app._get_current_object(), backfill_days, speed, coap, seed, live=not no_live)
+    try:
+        run_simulator(current_app._get_current_object(), backfill_days, speed, coap, seed, live=not no_live)
+    except StartupError as exc:  # as the console script says it: one line, exit code 2
+        refused = click.ClickException(str(exc))
+        refused.exit_code = 2
+        raise refused from exc
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from parking.ingest import Reading
+from parking.startup import StartupError
 
 from .model import CityModel
 
@@ -33,6 +34,7 @@ SUMMARY_EVERY = 60.0  # s
 MAX_503_RETRIES = 10
 DEFAULT_MAX_AGE = 60  # RFC 7252: Max-Age absent means 60 s
 SHUTDOWN_GRACE = 5.0  # s for in-flight requests to finish at shutdown
+PROBE_TIMEOUT = 10.0  # s for the gateway to answer the first request (a loaded machine is slow)
 
 
 @dataclass
@@ -71,15 +73,34 @@ class LiveSender:
         self.tasks: set[asyncio.Task] = set()
         self.context = None
         self._warned: set[str] = set()
+        self.sending = False  # run() has begun
 
     async def start(self) -> None:
-        """Create the CoAP client context."""
+        """Create the CoAP client context and make sure a gateway answers at the address."""
         from aiocoap import Context
 
         self.context = await Context.create_client_context()
+        await self._check_gateway()
+
+    async def _check_gateway(self) -> None:
+        """One GET /.well-known/core (readable without credentials): no gateway there is one line
+        naming the settings, not a minute of counted errors."""
+        from aiocoap import GET, Message
+        from aiocoap.error import Error as CoapError
+
+        target = self.uri.removesuffix("/occupancy")
+        probe = Message(code=GET, uri=f"{target}/.well-known/core")
+        try:
+            await asyncio.wait_for(self.context.request(probe).response, PROBE_TIMEOUT)
+        except (CoapError, OSError, TimeoutError) as exc:
+            raise StartupError(
+                f"no CoAP gateway answers at {target} ({_reason(exc)}): start one (parking-gateway or "
+                "parking-run), or set PARKING_COAP_HOST and PARKING_COAP_PORT (or --coap) to where it listens"
+            ) from exc
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send readings as simulated time passes, until `stop` is set."""
+        self.sending = True
         sim0, wall0 = self.model.now, time.time()
         last_summary = time.monotonic()
         log.info("simulator: sending to %s at speed %g, %d sensors", self.uri, self.speed,
@@ -111,6 +132,8 @@ class LiveSender:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.context is not None:
             await self.context.shutdown()
+        if not self.sending:
+            return  # it never started: the start-up error says why
         t = self.totals
         log.info("simulator stopped: %d sent, answers %s, 5.03 retries %d, errors %d",
                  t.sent, dict(sorted(t.codes.items())), t.retried, t.errors)
@@ -179,13 +202,23 @@ class LiveSender:
         for stats in (self.stats, self.totals):
             stats.errors += 1
         log.debug("request failed: %s", exc)
-        self._warn_once(kind, f"request failed: {kind}: {exc}")
+        self._warn_once(kind, f"no answer from {self.uri}: {_reason(exc)}")
 
     def _warn_once(self, key: str, message: str) -> None:
         """A warning the first time something goes wrong, then only the summaries count it."""
         if key not in self._warned:
             self._warned.add(key)
             log.warning("simulator: %s (further ones only counted)", message)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request got no answer, in words (aiocoap's NetworkError hides the OS error as its cause)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {PROBE_TIMEOUT:g} s"
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.split(" (")[0].lower()  # aiocoap appends "(ECONNREFUSED, received through errqueue)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def parse_hostport(value: str, default_port: int = 5683) -> tuple[str, int]:
@@ -213,8 +246,8 @@ async def run_live(model: CityModel, coap: str, speed: float = 1.0,
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
     sender = LiveSender(model, host, port, speed)
-    await sender.start()
     try:
+        await sender.start()
         await sender.run(stop)
     finally:
         await sender.shutdown()
