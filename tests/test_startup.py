@@ -2,7 +2,10 @@
 what may be logged about it, and the one-line messages for a wrong DATABASE_URL."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -109,3 +112,14 @@ def test_database_in_use_is_logged_without_password(app, caplog):
     with engine.connect() as connection:  # the check left the database usable
         assert connection.execute(text("SELECT 1")).scalar() == 1
     engine.dispose()
+
+
+def test_flask_cli_with_an_unusable_database_url_is_one_line(tmp_path):
+    env = {**os.environ, "DATABASE_URL": "postgres://parking@127.0.0.1/city"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=PROJECT_DIR,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: DATABASE_URL starts with postgres://, which SQLAlchemy does not know: "
+        "write postgresql+psycopg:// instead (the rest stays as it is)"
+    )
