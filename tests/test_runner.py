@@ -106,11 +106,30 @@ def _get(url: str):
         return json.load(response)
 
 
-def test_demo_runs_and_stops_cleanly(tmp_path):
-    """`make demo`: history, live readings over CoAP, a scheduled rollup, then Ctrl-C."""
+def _children(pid: int) -> list[int]:
+    """The child processes of a process (from /proc/<pid>/task/*/children)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def _simulator_of(runner: Runner) -> int:
+    """The pid of the runner's simulator child."""
+    for pid in _children(runner.process.pid):
+        if b"gateway.simulator" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no simulator child")
+
+
+@pytest.mark.parametrize("ending", ["SIGINT", "simulator dies"])
+def test_demo_runs_and_stops_cleanly(tmp_path, ending):
+    """`make demo`: history, live readings over CoAP, a scheduled rollup, then Ctrl-C; or the
+    simulator dies, and the runner stops every other part too."""
     http, coap = free_port(), free_port(socket.SOCK_DGRAM)
     runner = Runner(["--simulate", "--backfill-days", "0.05", "--speed", "20"],
                     {**_env(tmp_path, http, coap), "PARKING_ROLLUP_INTERVAL": "2"})
+    code = None
     try:
         assert runner.wait_for("Press Ctrl-C to stop.", 120), runner.output
         assert f"http://127.0.0.1:{http}/" in runner.output
@@ -130,13 +149,22 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         assert runner.wait_for("rollup: ", 60), runner.output
         with sqlite3.connect(tmp_path / "run.db") as connection:
             assert connection.execute("SELECT count(*) FROM hourly_utilization").fetchone()[0] > 0
-    finally:
-        if runner.process.poll() is None:
+        if ending == "SIGINT":
             code, _ = runner.stop(signal.SIGINT, 30)
+        else:
+            os.kill(_simulator_of(runner), signal.SIGKILL)
+            code = runner.process.wait(timeout=30)
+    finally:
         runner.kill()
-    assert code == 0, runner.output
-    assert "stopping (SIGINT)" in runner.output and runner.output.rstrip().endswith("stopped")
+    if ending == "SIGINT":
+        assert code == 0, runner.output
+        assert "stopping (SIGINT)" in runner.output
+    else:
+        assert code == 1, runner.output
+        assert "the simulator exited with -9; stopping" in runner.output
+    assert runner.output.rstrip().endswith("stopped"), runner.output
     assert "Traceback" not in runner.output
+    _assert_released(http, coap)
 
 
 async def _load_then_signal(coap: int, runner: Runner, after: float, signum: int) -> tuple[list, int]:
@@ -219,14 +247,16 @@ class Held:
 
     def tcp(self, port: int) -> None:
         sock = socket.socket()
+        self.sockets.append(sock)
+        # As servers bind: closed connections in TIME_WAIT do not count, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen()
-        self.sockets.append(sock)
 
     def udp(self, port: int) -> None:  # no SO_REUSEPORT: the kernel refuses aiocoap's bind
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", port))
         self.sockets.append(sock)
+        sock.bind(("127.0.0.1", port))
 
     def close(self) -> None:
         for sock in self.sockets:
@@ -318,5 +348,4 @@ def test_a_second_run_on_a_port_of_another_deployment_refuses(city, tmp_path):
     assert code == 2, runner.output
     assert f"parking-run: error: CoAP port {coap} is already served by another deployment" in runner.output
     assert "PARKING_COAP_PORT" in runner.output and "Traceback" not in runner.output
-    with socket.socket() as sock:  # the web server it had bound is closed again
-        sock.bind(("127.0.0.1", http))
+    _assert_released(http, free_port(socket.SOCK_DGRAM))  # the web server it had bound is closed again

@@ -380,6 +380,7 @@ def _simulate_process(url: str, coap_port: int) -> subprocess.Popen:
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the settings it reads, not the database, are under test
 def test_parking_simulate_sends_to_the_configured_gateway(coap_gateway):
     """PARKING_COAP_HOST/PORT, as every command reads them (it was hard-wired to 127.0.0.1:5683)."""
     _, port = coap_gateway
@@ -397,6 +398,7 @@ def test_parking_simulate_sends_to_the_configured_gateway(coap_gateway):
     assert _stored_readings() > 0, output
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_parking_simulate_without_a_gateway_says_so_in_one_line(city):
     port = free_port(socket.SOCK_DGRAM)  # nothing listens there
     process = _simulate_process(city.config["SQLALCHEMY_DATABASE_URI"], port)
