@@ -1,6 +1,9 @@
 /* The planners' page: pick car parks and dates, then draw the weekday × hour heatmap, the daily
    mean/peak chart and the summary table from the reports API. Every figure is the API's; this file
-   only formats it (no arithmetic of its own, so the page cannot drift from the CSV and XLSX). */
+   only formats it (no arithmetic of its own, so the page cannot drift from the CSV and XLSX).
+   An ES module; `el` and `getJSON` are shared with the map (common.js). */
+import { el, getJSON } from "./common.js";
+
 (function () {
   "use strict";
 
@@ -27,25 +30,6 @@
   let lots = [];
   let chart = null;
   let generation = 0; // only the newest request may draw
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else node.setAttribute(k, v);
-    }
-    for (const child of children) if (child != null) node.append(child);
-    return node;
-  }
-
-  async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    let body = null;
-    try { body = await response.json(); } catch (e) { /* not JSON: fall back to the status */ }
-    if (!response.ok) throw new Error((body && body.message) || `${response.status} ${response.statusText}`);
-    return body;
-  }
 
   function say(message, isError) {
     $("status").textContent = message;
