@@ -69,3 +69,23 @@ class Unavailable(error.ServiceUnavailable):
 
 class StorageFailed(error.InternalServerError):
     """5.00: storing failed for a reason other than an unavailable database (a bug; logged)."""
+
+
+class OscoreRequired(error.Unauthorized):
+    """4.01: an unprotected POST /occupancy while sensors must use OSCORE (PARKING_SENSOR_AUTH=oscore)."""
+
+    message = "OSCORE required"
+
+
+class KeyRevoked(error.Unauthorized):
+    """4.01: the sensor's credential was revoked (found by the writer, in the transaction that would
+    have stored); answered unprotected, like an unknown key."""
+
+    message = "unknown or revoked key"
+
+
+class ForeignBay(error.Forbidden):
+    """4.03: a reading for a bay not bound to the sending sensor; the whole request is refused."""
+
+    def __init__(self, bay: str, sensor: str):
+        super().__init__(f"bay {bay} is not bound to sensor {sensor}")

@@ -1,10 +1,12 @@
 """The gateway's CoAP resources and the Site that serves them (contract §3; docs/sensors.md).
 
 This module owns, one Resource subclass per path: `POST /occupancy` (`OccupancyResource`, with
-its size limit; its Block1 blocks are joined by `gateway.blockwise`), `GET /lots/<lot id>` with Observe (`LotResource`,
-`lot_message`) and `/.well-known/core` (`DiscoveryResource`); and `build_site`. The errors they
-answer with are in `gateway.errors`. The resources reach storage only through the gateway they
-are given (`GatewayPort`: its writer and `read_states`), never the database directly.
+its size limit; its Block1 blocks are joined by `gateway.blockwise`; and who may send:
+OSCORE-protected requests only, each for its sensor's bays, unless PARKING_SENSOR_AUTH=none),
+`GET /lots/<lot id>` with Observe (`LotResource`, `lot_message`) and `/.well-known/core`
+(`DiscoveryResource`); and `build_site`. The errors they answer with are in `gateway.errors`. The
+resources reach storage only through the gateway they are given (`GatewayPort`: its writer and
+`read_states`), never the database directly.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from parking.timefmt import iso_utc
 
 from . import payloads
 from .blockwise import Block1Assembler, Whole
-from .errors import TooLarge, Unavailable
+from .errors import ForeignBay, OscoreRequired, TooLarge, Unavailable
+from .security import sender_key
 
 # --- Limits (stated for sensor makers in docs/sensors.md) --------------------------------------
 # A request body (one datagram, or all Block1 blocks together) may be this large: about 200
@@ -43,9 +46,12 @@ class GatewayPort(Protocol):
 
     closing: bool
     inflight: int
-    writer: object  # its `submit(readings, received_at)` returns a future settled after the commit
+    require_oscore: bool  # PARKING_SENSOR_AUTH=oscore: unprotected readings are refused
+    writer: object  # its `submit(readings, received_at, key)` returns a future settled after the commit
 
     def count(self, code: Code) -> None: ...
+
+    def refused(self, reason: str, code: str, sensor: str | None, remote) -> None: ...
 
     async def read_states(self, lot_ids) -> tuple[float, dict[str, LotState]]: ...
 
@@ -67,15 +73,21 @@ class OccupancyResource(resource.Resource):
         return False
 
     async def render_post(self, request):
-        """Decode, hand to the writer, answer when committed."""
+        """Check the sender, decode, hand to the writer, answer when committed."""
         self.gateway.inflight += 1
         try:
+            key = sender_key(request)
+            if key is None and self.gateway.require_oscore:
+                self.gateway.refused("unprotected", "4.01", None, request.remote)
+                raise OscoreRequired()
             whole = self._assemble(request)
             received_at = time.time()
             readings = payloads.decode(whole.payload, whole.content_format, now=received_at)
+            if key is not None:
+                _check_bound(readings, key, self.gateway, request.remote)
             if self.gateway.closing:
                 raise Unavailable("gateway shutting down")
-            await self.gateway.writer.submit(readings, received_at)
+            await self.gateway.writer.submit(readings, received_at, key)
         except error.ConstructionRenderableError as exc:
             self.gateway.count(exc.code)
             raise
@@ -98,6 +110,15 @@ class OccupancyResource(resource.Resource):
             self._blocks.discard(request)
             raise TooLarge(max(end, announced), MAX_PAYLOAD)
         return self._blocks.feed(request)
+
+
+def _check_bound(readings, key, gateway: GatewayPort, remote) -> None:
+    """4.03 naming the first bay that is not the sensor's: the whole request is refused."""
+    bays = key.bays
+    for reading in readings:
+        if reading.bay not in bays:
+            gateway.refused("foreign_bay", "4.03", key.sensor_id, remote)
+            raise ForeignBay(reading.bay, key.sensor_id)
 
 
 @dataclass(eq=False)

@@ -33,7 +33,9 @@ from parking.startup import check_database, database_label, guarded, port_proble
 
 from .errors import RETRY_AFTER, Unavailable
 from .portlock import PortLock
+from .refusals import RefusalLog, source_host
 from .resources import MAX_PAYLOAD, LotResource, OccupancyResource, build_site
+from .security import KeyStore, ProtectedSite
 from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport, limit_aiocoap_log
 from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, RESTART_PAUSE, Writer, WriterStats
 from .writer_process import storage_unavailable
@@ -92,7 +94,13 @@ class Readers(concurrent.futures.Executor):
 
 
 # --- The gateway --------------------------------------------------------------------------------
-ANSWER_CODES = ("2.04", "2.31", "4.00", "4.04", "4.08", "4.13", "4.15", "5.00", "5.03", "other")
+ANSWER_CODES = ("2.04", "2.31", "4.00", "4.01", "4.02", "4.03", "4.04", "4.08", "4.13", "4.15", "5.00", "5.03",
+                "other")
+SENSOR_AUTH = ("oscore", "none")
+# Why requests were refused before storing (gateway.security, gateway.resources); pre-filled so
+# that other threads can copy the counts while the loop counts.
+REFUSAL_REASONS = ("unprotected", "unknown_key", "revoked", "replay", "undecodable", "decryption_failed",
+                   "foreign_bay", "other")
 
 
 class Gateway:
@@ -103,6 +111,10 @@ class Gateway:
                  group_limit: int = GROUP_LIMIT, summary_interval: float = SUMMARY_INTERVAL,
                  restart_pause: float = RESTART_PAUSE, verbose: bool = False):
         self.app = app
+        auth = app.config.get("SENSOR_AUTH", "oscore")
+        if auth not in SENSOR_AUTH:
+            raise ValueError(f"PARKING_SENSOR_AUTH must be 'oscore' or 'none', not {auth!r}")
+        self.require_oscore = auth == "oscore"
         self.options = {"lock_timeout": lock_timeout, "queue_limit": queue_limit, "group_limit": group_limit,
                         "restart_pause": restart_pause}
         self.dedup_window = dedup_window
@@ -113,6 +125,9 @@ class Gateway:
         self.inflight = 0  # POST handlers between receipt and answer
         # Pre-filled so that other threads can copy it while the loop counts (no resizing).
         self.answers = dict.fromkeys(ANSWER_CODES, 0)
+        self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refusal_log = RefusalLog()
+        self.keys: KeyStore | None = None
         self.context: aiocoap.Context | None = None
         self.manager: SensorMessageManager | None = None
         self.receive_buffer = 0
@@ -136,7 +151,8 @@ class Gateway:
         self.writer = Writer(self.app, loop, on_commit=self._lots_changed, **self.options)
         self._readers = Readers(2, "coap-reader")
         self.lots = LotResource(self)
-        site = build_site(OccupancyResource(self), self.lots)
+        self.keys = KeyStore(self.app, self._readers)
+        site = ProtectedSite(build_site(OccupancyResource(self), self.lots), self, self.keys)
         try:
             self._take_port(port)
             await self.writer.start()
@@ -160,6 +176,11 @@ class Gateway:
             "CoAP gateway on coap://%s:%d (receive buffer %d KiB, duplicate window %.0f s, limit %d bytes)",
             host, self.port, self.receive_buffer // 1024, self.dedup_window, MAX_PAYLOAD,
         )
+        if self.require_oscore:
+            log.info("sensor readings only OSCORE-protected, each sensor for its own bays (PARKING_SENSOR_AUTH=oscore)")
+        else:
+            log.warning("PARKING_SENSOR_AUTH=none: accepting unprotected readings from anyone who can reach "
+                        "coap://%s:%d (protected ones are still checked)", host, self.port)
 
     def _take_port(self, port: int) -> None:
         """Refuse a port another deployment serves (gateway.portlock); port 0 is always fresh."""
@@ -209,12 +230,19 @@ class Gateway:
         key = code.dotted if code.dotted in self.answers else "other"
         self.answers[key] += 1
 
+    def refused(self, reason: str, code: str, sensor: str | None, remote) -> None:
+        """Count a refused request by reason, and for the operators by sensor and address (event loop)."""
+        self.refusals[reason if reason in self.refusals else "other"] += 1
+        self.refusal_log.add(code, sensor, source_host(remote))
+
     def health(self) -> dict:
         """The health probe registered in app.extensions["parking_parts"] (called from any thread)."""
         return {
             "status": "ok" if self.writer.available else "storage_unavailable",
             "queue": self.writer.queued,
             "answered": dict(self.answers),
+            "refused": dict(self.refusals),
+            "sensor_auth": "oscore" if self.require_oscore else "none",
             "dedup_entries": self.manager.dedup_entries if self.manager else 0,
             "malformed": self.manager.malformed if self.manager else 0,  # datagrams that are not CoAP
             "receive_buffer": self.receive_buffer,

@@ -69,6 +69,8 @@ class _Job:
     readings: list
     received_at: float
     future: asyncio.Future
+    credential: int | None = None  # the sensor credential it came through (None: unprotected)
+    window: tuple[int, int] | None = None  # that key's replay window as the request left the loop
 
 
 @dataclass
@@ -195,13 +197,20 @@ class Writer:
             self._watchdog = self.loop.create_task(self._watch(), name="gateway: writer watchdog")
         self._pump()
 
-    def submit(self, readings: list, received_at: float) -> asyncio.Future:
-        """Queue one request (event loop only); the future is settled once it is stored or refused."""
+    def submit(self, readings: list, received_at: float, key=None) -> asyncio.Future:
+        """Queue one request (event loop only); the future is settled once it is stored or refused.
+
+        `key`: the sensor's context (gateway.security.SensorKey) of a protected request. Its
+        replay window, taken now, is stored in the commit of this request: a later window
+        contains every earlier one, so the newest of a group is the one stored.
+        """
         if self._link is None:
             raise Unavailable(f"storage restarting: retry in {RESTART_RETRY_AFTER} s", RESTART_RETRY_AFTER)
         if self.queued >= self.queue_limit:
             raise Unavailable("gateway busy: too many requests waiting", BUSY_RETRY_AFTER)
         job = _Job(readings, received_at, self.loop.create_future())
+        if key is not None:
+            job.credential, job.window = key.credential_id, key.replay_state
         self._pending.append(job)
         self.queued += 1
         self._pump()
@@ -216,8 +225,8 @@ class Writer:
             if not self._in_flight:
                 self._head_since = time.monotonic()  # the writer begins this group at once
             self._in_flight.append(group)
-            link.send((wp.GROUP, [(job.received_at, [(r.bay, r.occupied, r.ts, r.seq, r.battery) for r in job.readings])
-                                  for job in group]))
+            link.send((wp.GROUP, [(job.received_at, [(r.bay, r.occupied, r.ts, r.seq, r.battery) for r in job.readings],
+                                   job.credential, job.window) for job in group]))
         self._count_queued()
 
     def _count_queued(self) -> None:

@@ -26,14 +26,15 @@ import struct
 import sys
 import time
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, update
+from sqlalchemy import select as sql_select  # the module `select` is the socket one
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parking.dbconnect import engine_options
 
-from .errors import PayloadError, StorageFailed, Unavailable, UnknownBay
+from .errors import KeyRevoked, PayloadError, StorageFailed, Unavailable, UnknownBay
 
 log = logging.getLogger("parking.gateway.writer")
 
@@ -49,9 +50,11 @@ WRITER_CACHE_KIB = 8 * 1024
 PROFILE_ENV = "PARKING_WRITER_PROFILE"
 
 # Messages. gateway → writer: (INIT, app config, lock timeout, log level) first, then
-# (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …]), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per group, in order: (DONE,
-# outcomes, stored, seconds, available, changed lot ids), outcomes one per request: None (stored:
-# 2.04) or the request's refusal, a `gateway.errors` error (it pickles with its text).
+# (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …], credential id or None, replay
+# window or None), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per
+# group, in order: (DONE, outcomes, stored, seconds, available, changed lot ids), outcomes one per
+# request: None (stored: 2.04) or the request's refusal, a `gateway.errors` error (it pickles
+# with its text).
 INIT, GROUP, STOP, READY, DONE = "init", "group", "stop", "ready", "done"
 _HEADER = struct.Struct("!I")
 
@@ -130,20 +133,25 @@ class Store:
         self.available = True
 
     def write(self, session, group: list[tuple]) -> tuple[list, int, set]:
-        """Validate, store and commit one group of (received_at, readings) requests.
+        """Validate, store and commit one group of (received_at, readings, credential, window) requests.
 
         Returns one outcome per request, how many readings were new, and the lots they changed.
         """
         ingest = self.ingest
         Reading = ingest.Reading
-        jobs = [(received_at, [Reading(*r) for r in readings]) for received_at, readings in group]
+        jobs = [(received_at, [Reading(*r) for r in readings]) for received_at, readings, _, _ in group]
         outcomes: list = [None] * len(jobs)
         result = None
         try:
+            # Revocation takes effect at once: checked in the transaction that would store.
+            revoked = self.revoked(session, {c for _, _, c, _ in group if c is not None})
             # One query for the group's bays not yet cached, instead of one per request in prepare.
             self.directory.lookup(session, {r.bay for _, readings in jobs for r in readings})
             valid = []
             for index, (received_at, readings) in enumerate(jobs):
+                if group[index][2] in revoked:
+                    outcomes[index] = KeyRevoked()
+                    continue
                 try:
                     valid += ingest.prepare(session, readings, now=received_at, directory=self.directory,
                                             backlog_days=self.backlog_days)
@@ -156,6 +164,7 @@ class Store:
                 received_at = max(received_at for received_at, _ in jobs)
                 result = ingest.store(session, valid, received_at=received_at,
                                       stale_after=self.stale_after, directory=self.directory)
+            self.keep_windows(session, group, revoked)
             session.commit()
         except Exception as exc:  # noqa: BLE001 - every failure must still answer every request
             _rollback(session)
@@ -169,6 +178,25 @@ class Store:
         if result is None:
             return outcomes, 0, set()
         return outcomes, result.stored, result.lots
+
+    def revoked(self, session, credentials: set[int]) -> set[int]:
+        """Those of the credentials that are no longer in force."""
+        if not credentials:
+            return set()
+        from parking.models import SensorCredential as C
+
+        live = session.scalars(sql_select(C.id).where(C.id.in_(credentials), C.revoked_at.is_(None)))
+        return credentials - set(live)
+
+    def keep_windows(self, session, group: list[tuple], revoked: set[int]) -> None:
+        """Store each credential's newest replay window of the group, in the group's commit, so that
+        what was let through is refused as a replay after a restart too."""
+        windows = {c: w for _, _, c, w in group if c is not None and c not in revoked}
+        if windows:
+            from parking.models import SensorCredential as C
+
+            session.execute(update(C), [{"id": c, "replay_index": index, "replay_bits": bits}
+                                        for c, (index, bits) in windows.items()])
 
     def set_available(self, available: bool, exc: BaseException | None = None) -> None:
         """Log each change of the database's reachability once, not once per group."""

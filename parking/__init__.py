@@ -39,11 +39,11 @@ def create_app(config: dict | None = None) -> Flask:
     )
 
     from . import cli, errors, lot_list, pages
-    from .api import datex2, forecast, health, lots, ngsi_ld, reports, sensors
+    from .api import credentials, datex2, forecast, health, lots, ngsi_ld, reports, sensors
 
     errors.init_app(app)
     lot_list.init_app(app)
-    for blp in (lots.blp, forecast.blp, reports.blp, sensors.blp, datex2.blp, ngsi_ld.blp):
+    for blp in (lots.blp, forecast.blp, reports.blp, sensors.blp, datex2.blp, ngsi_ld.blp, credentials.blp):
         extensions.api.register_blueprint(blp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)

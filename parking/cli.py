@@ -1,8 +1,10 @@
-"""Flask CLI commands: init-db, import-lots, rollup, sensors.
+"""Flask CLI commands: init-db, import-lots, rollup, sensors, credentials.
 
 `simulate` is the gateway's: `gateway.simulator.cli` registers it (`flask.commands` entry points).
 """
 from __future__ import annotations
+
+import json
 
 import click
 from flask import Flask, current_app
@@ -116,3 +118,51 @@ def _local_midnight(day: str | None, timezone: str, option: str) -> float | None
     except ValueError:
         raise click.BadParameter(f"{day!r} is not a date like 2025-03-01", param_hint=option) from None
     return dt.datetime.combine(date, dt.time(), ZoneInfo(timezone)).timestamp()
+    app.cli.add_command(credentials_group)
+
+
+@click.group("credentials")
+def credentials_group():
+    """Sensors' OSCORE credentials (contract §7; docs/sensors.md)."""
+
+
+@credentials_group.command("add")
+@click.argument("sensor_id")
+@click.option("--bay", "bays", multiple=True, required=True, help="a bay the sensor reports (repeat for more)")
+@click.option("--replace", is_flag=True, help="revoke the sensor's current credential and make a new one")
+def credentials_add(sensor_id, bays, replace):
+    """Create a sensor's credential; print its side as aiocoap's settings.json (once: keep it safe)."""
+    from .credentials import CredentialError, add
+
+    init_db()
+    try:
+        made = add(sensor_id, list(bays), replace=replace)
+    except CredentialError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(json.dumps(made["settings"]))
+
+
+@credentials_group.command("revoke")
+@click.argument("sensor_id")
+def credentials_revoke(sensor_id):
+    """Revoke a sensor's credential: the gateway refuses its key from now on (4.01)."""
+    from .credentials import CredentialError, revoke
+
+    init_db()
+    try:
+        revoke(sensor_id)
+    except CredentialError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked the credential of sensor {sensor_id}", err=True)
+
+
+@credentials_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="revoked credentials too")
+def credentials_list(show_all):
+    """Sensors with credentials, their key ids and bays (never a secret)."""
+    from .credentials import listing
+
+    init_db()
+    for row in listing(include_revoked=show_all):
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"since {row['created_at']}"
+        click.echo(f"{row['sensor_id']:<20} key {row['key_id']}  {state}  bays {' '.join(row['bays'])}")

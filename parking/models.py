@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
@@ -144,4 +145,40 @@ class ForecastCheck(db.Model):
     actual: Mapped[float | None] = mapped_column(Float)  # occupied bays seen at target_at
 
 
-__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck"]
+class SensorCredential(db.Model):
+    """One sensor's OSCORE security context (RFC 8613) and the bays it may report (contract §7).
+
+    `kid` is the sensor's Sender ID, the key id the gateway finds the context by (unique index);
+    `gateway_id` the gateway's Sender ID in this context. The master secret is wiped on
+    revocation. `replay_index` / `replay_bits` are the gateway's replay window for the sensor's
+    sequence numbers (aiocoap's ReplayWindow state), written in the same commit as the readings
+    they let through, so that a replay is refused after a restart too.
+    """
+
+    __tablename__ = "sensor_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sensor_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    kid: Mapped[bytes] = mapped_column(LargeBinary(7), unique=True)
+    gateway_id: Mapped[bytes] = mapped_column(LargeBinary(7))
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary(64))
+    salt: Mapped[bytes] = mapped_column(LargeBinary(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+    replay_index: Mapped[int] = mapped_column(BigInteger, default=0)
+    replay_bits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    bays: Mapped[list[CredentialBay]] = relationship(order_by="CredentialBay.bay_id", cascade="all, delete-orphan")
+
+
+class CredentialBay(db.Model):
+    """A bay a credential's sensor may report."""
+
+    __tablename__ = "credential_bays"
+
+    credential_id: Mapped[int] = mapped_column(ForeignKey("sensor_credentials.id"), primary_key=True)
+    bay_id: Mapped[str] = mapped_column(ForeignKey("bays.id"), primary_key=True, index=True)
+
+
+__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck",
+           "SensorCredential", "CredentialBay"]

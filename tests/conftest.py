@@ -86,7 +86,8 @@ def database_url(backend: str, templates: dict, tmp_path: Path) -> str:
     engine = create_engine(url)
     with engine.begin() as conn:
         # DELETE beats TRUNCATE on tables this small (TRUNCATE rewrites files each time).
-        for table in ("forecast_checks", "forecast_curves", "readings", "rollup_dirty", "hourly_utilization", "bays", "lots"):
+        for table in ("forecast_checks", "forecast_curves", "readings", "rollup_dirty", "hourly_utilization",
+                      "credential_bays", "sensor_credentials", "bays", "lots"):
             conn.execute(text(f"DELETE FROM {table}"))
     engine.dispose()
     return url
@@ -110,6 +111,9 @@ def app(backend, _template_dbs, tmp_path):
             "LOTS_FILE": str(CITY_FILE),
             # Tests post a reading and look at the list at once; tests/test_lot_list.py covers the snapshot.
             "LOTS_SNAPSHOT_SECONDS": 0,
+            # Suites about other things post unprotected readings; tests/test_oscore.py runs the
+            # deployed default (oscore) with real OSCORE clients.
+            "SENSOR_AUTH": "none",
         }
     )
     with app.app_context():

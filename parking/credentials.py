@@ -1,0 +1,155 @@
+"""Sensor credentials (contract §7): creating, revoking and listing sensors' OSCORE contexts.
+
+This module owns a credential's life in the database: `add` makes a fresh OSCORE security
+context (RFC 8613: a random key id, master secret and salt) bound to bays and returns the
+sensor's side of it as aiocoap's `settings.json` (`sensor_settings`); `revoke` ends it at once
+(its secret is wiped); `listing` describes credentials without any secret. The gateway's side
+(finding a context by key id, replay windows) is `gateway/security.py`; docs/sensors.md tells
+sensor makers what to do with the settings.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .extensions import db
+from .lots import ID_PATTERN
+from .models import Bay, CredentialBay, SensorCredential
+from .timefmt import iso_utc
+
+# AES-CCM-16-64-128 (OSCORE's default algorithm) has a 13-byte nonce, so Sender IDs of at most
+# 7 bytes; 6 random bytes make a collision among even a million sensors unlikely (and the
+# unique index catches the one that happens: a fresh id is drawn).
+KID_BYTES = 6
+SECRET_BYTES = 32  # RFC 8613 §3.1: at least the key length (16 bytes); more costs nothing
+SALT_BYTES = 8  # RFC 8613 §3.1 recommends 8 bytes of salt
+# The gateway's Sender ID (the sensor's Recipient ID), the same in every context: it only has to
+# differ from the sensor's own id within one context, and the key id the gateway looks up is the
+# sensor's.
+GATEWAY_ID = b"\x00"
+_ID = re.compile(ID_PATTERN)
+
+
+class CredentialError(Exception):
+    """A request about credentials that cannot be done; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def sensor_settings(credential: SensorCredential) -> dict:
+    """The sensor's side of the context, as aiocoap's OSCORE settings.json (contains the secret)."""
+    return {
+        "sender-id_hex": credential.kid.hex(),
+        "recipient-id_hex": credential.gateway_id.hex(),
+        "secret_hex": credential.secret.hex(),
+        "salt_hex": credential.salt.hex(),
+    }
+
+
+def add(sensor_id: str, bays: list[str], *, replace: bool = False, now: float | None = None) -> dict:
+    """Create a fresh credential for the sensor, bound to the bays, and commit it.
+
+    Returns {"sensor_id", "bays", "key_id", "settings"}; settings is the sensor's side (with the
+    secret: show it to whoever provisions the sensor, log it nowhere). With `replace`, the
+    sensor's current credential is revoked in the same transaction.
+    """
+    now = time.time() if now is None else now
+    bays = sorted(set(bays))
+    _check(sensor_id, bays)
+    current = active(sensor_id)
+    if current is not None and not replace:
+        raise CredentialError(f"sensor {sensor_id} already has a credential: revoke it first, or replace it", 409)
+    _check_bays_free(sensor_id, bays)
+    if current is not None:
+        _revoke(current, now)
+    for _ in range(5):
+        credential = SensorCredential(
+            sensor_id=sensor_id, kid=secrets.token_bytes(KID_BYTES), gateway_id=GATEWAY_ID,
+            secret=secrets.token_bytes(SECRET_BYTES), salt=secrets.token_bytes(SALT_BYTES),
+            created_at=now, replay_index=0, replay_bits=0,
+            bays=[CredentialBay(bay_id=bay) for bay in bays],
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(credential)
+        except IntegrityError:  # a key id drawn twice: draw again
+            continue
+        db.session.commit()
+        return {"sensor_id": sensor_id, "bays": bays, "key_id": credential.kid.hex(),
+                "settings": sensor_settings(credential)}
+    raise CredentialError("could not draw an unused key id", 500)
+
+
+def revoke(sensor_id: str, now: float | None = None) -> dict:
+    """Revoke the sensor's credential and commit: from then on its key is answered 4.01."""
+    credential = active(sensor_id)
+    if credential is None:
+        raise CredentialError(f"sensor {sensor_id} has no active credential", 404)
+    _revoke(credential, time.time() if now is None else now)
+    db.session.commit()
+    return describe(credential)
+
+
+def active(sensor_id: str) -> SensorCredential | None:
+    """The sensor's credential in force, if any."""
+    return db.session.scalar(
+        select(SensorCredential).where(SensorCredential.sensor_id == sensor_id, SensorCredential.revoked_at.is_(None))
+    )
+
+
+def listing(include_revoked: bool = False) -> list[dict]:
+    """Every credential in force (and the revoked ones if asked), by sensor id; never a secret."""
+    query = select(SensorCredential).order_by(SensorCredential.sensor_id, SensorCredential.id)
+    if not include_revoked:
+        query = query.where(SensorCredential.revoked_at.is_(None))
+    return [describe(c) for c in db.session.scalars(query)]
+
+
+def describe(credential: SensorCredential) -> dict:
+    """A credential without its secret: what listings and logs may show."""
+    return {
+        "sensor_id": credential.sensor_id,
+        "key_id": credential.kid.hex(),
+        "bays": [b.bay_id for b in credential.bays],
+        "created_at": iso_utc(credential.created_at),
+        "revoked_at": iso_utc(credential.revoked_at),
+    }
+
+
+def _revoke(credential: SensorCredential, now: float) -> None:
+    """Mark revoked and wipe the secret (nobody needs it any more)."""
+    credential.revoked_at = now
+    credential.secret = None
+
+
+def _check(sensor_id: str, bays: list[str]) -> None:
+    """The sensor id's form; at least one bay, each of them known."""
+    if not _ID.match(sensor_id or ""):
+        raise CredentialError("sensor id: must be 1-64 of A-Z a-z 0-9 _ -")
+    if not bays:
+        raise CredentialError("give at least one bay the sensor reports (--bay)")
+    known = set(db.session.scalars(select(Bay.id).where(Bay.id.in_(bays))))
+    missing = [bay for bay in bays if bay not in known]
+    if missing:
+        raise CredentialError(f"unknown bay: {', '.join(missing)}", 404)
+
+
+def _check_bays_free(sensor_id: str, bays: list[str]) -> None:
+    """A bay speaks through one sensor: refuse bays another sensor's credential holds."""
+    taken = db.session.execute(
+        select(CredentialBay.bay_id, SensorCredential.sensor_id)
+        .join(SensorCredential, SensorCredential.id == CredentialBay.credential_id)
+        .where(CredentialBay.bay_id.in_(bays), SensorCredential.revoked_at.is_(None),
+               SensorCredential.sensor_id != sensor_id)
+        .order_by(CredentialBay.bay_id)
+    ).all()
+    if taken:
+        held = ", ".join(f"{bay} (sensor {sensor})" for bay, sensor in taken)
+        raise CredentialError(f"bay already bound to another sensor: {held}; revoke that first", 409)

@@ -1,0 +1,292 @@
+"""Sensor credentials and OSCORE (contract §7), as deployed (PARKING_SENSOR_AUTH=oscore): real
+aiocoap OSCORE clients, holding the settings `credentials add` printed, against the real gateway
+over loopback, on SQLite and PostgreSQL; the CLI and the admin API; no secret in any log."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import threading
+import time
+
+import aiocoap
+import pytest
+from aiocoap import Message, oscore
+from aiocoap.numbers.codes import Code
+from sqlalchemy import func, select
+
+from gateway.server import run_in_thread
+from parking import credentials
+from parking.extensions import db
+from parking.models import Reading as Row
+from parking.models import CredentialBay, SensorCredential
+
+from .conftest import ADMIN_TOKEN
+
+TS = time.time() - 600
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def provision(tmp_path, sensor_id: str, bays: list[str], name: str | None = None):
+    """Add a credential; write the printed settings where an aiocoap client reads them (a folder
+    with settings.json, as aiocoap-client --credentials expects)."""
+    made = credentials.add(sensor_id, bays)
+    folder = tmp_path / (name or sensor_id)
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps(made["settings"]))
+    return folder
+
+
+def copy_of(folder, name: str):
+    """A copy of a sensor's context folder: a second device holding the same key."""
+    return shutil.copytree(folder, folder.parent / name)
+
+
+class Devices:
+    """Sensors talking to the gateway: each one aiocoap client context for the whole test (a device
+    keeps its OSCORE context and its sequence number), on one client event loop in a thread."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.contexts: dict = {}
+
+    def run(self, coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def post(self, address, folder, payload) -> Message:
+        """POST /occupancy from the device holding `folder` (None: an unprotected client).
+
+        An unprotected answer to a protected request (unknown key, replay) reaches an aiocoap
+        client as NotAProtectedMessage; its plain message is what the gateway said.
+        """
+        return self.run(self._post(address, folder, payload))
+
+    async def _post(self, address, folder, payload) -> Message:
+        base = f"coap://{address[0]}:{address[1]}"
+        context = self.contexts.get(folder)
+        if context is None:
+            context = self.contexts[folder] = await aiocoap.Context.create_client_context()
+            if folder is not None:
+                context.client_credentials.load_from_dict({base + "/*": {"oscore": {"basedir": str(folder) + "/"}}})
+        request = Message(code=Code.POST, uri=base + "/occupancy", payload=json.dumps(payload).encode(),
+                          content_format=50)
+        try:
+            answer = await context.request(request).response
+        except oscore.NotAProtectedMessage as exc:
+            answer = exc.plain_message
+            answer.unprotected_answer = True
+        return answer
+
+    def close(self):
+        for context in self.contexts.values():
+            self.run(context.shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def devices():
+    made = Devices()
+    yield made
+    made.close()
+
+
+def stored() -> list[tuple]:
+    db.session.rollback()
+    return [tuple(r) for r in db.session.execute(select(Row.bay_id, Row.ts, Row.occupied).order_by(Row.ts))]
+
+
+@pytest.fixture
+def oscore_app(city):
+    """The app as deployed: readings only through OSCORE."""
+    city.config["SENSOR_AUTH"] = "oscore"
+    return city
+
+
+@pytest.fixture
+def gateway(oscore_app):
+    """Start (and restart) gateways on the app; all stopped after the test."""
+    handles = []
+
+    class Gateways:
+        def start(self, port: int = 0):
+            handle = run_in_thread(oscore_app, "127.0.0.1", port)
+            handles.append(handle)
+            return handle
+
+        @property
+        def keys(self):
+            return handles[-1].gateway.keys
+
+        @property
+        def address(self):
+            return ("127.0.0.1", handles[-1].port)
+
+        def restart(self):
+            port = handles[-1].port
+            handles[-1].stop()
+            return self.start(port)
+
+    gateways = Gateways()
+    gateways.start()
+    yield gateways
+    for handle in handles:
+        handle.stop()
+
+
+# --- answers ------------------------------------------------------------------------------------
+def test_protected_reading_is_stored(gateway, devices, tmp_path):
+    folder = provision(tmp_path, "sensor-1", ["PRW-001", "PRW-002"])
+    answer = devices.post(gateway.address, folder, [{"bay": "PRW-001", "occupied": True, "ts": TS},
+                                            {"bay": "PRW-002", "occupied": False, "ts": TS + 1}])
+    assert answer.code == Code.CHANGED, answer.payload
+    assert not getattr(answer, "unprotected_answer", False)
+    assert stored() == [("PRW-001", TS, True), ("PRW-002", TS + 1, False)]
+
+
+def test_unprotected_post_is_401_and_signs_stay_open(gateway, devices):
+    answer = devices.post(gateway.address, None, {"bay": "PRW-001", "occupied": True, "ts": TS})
+    assert answer.code == Code.UNAUTHORIZED
+    assert answer.payload == b"OSCORE required"
+    assert stored() == []
+
+    async def reads():
+        context = await aiocoap.Context.create_client_context()
+        base = f"coap://{gateway.address[0]}:{gateway.address[1]}"
+        try:
+            lot = await context.request(Message(code=Code.GET, uri=base + "/lots/PR-WEST")).response
+            links = await context.request(Message(code=Code.GET, uri=base + "/.well-known/core")).response
+        finally:
+            await context.shutdown()
+        return lot, links
+
+    lot, links = asyncio.run(reads())
+    assert lot.code == Code.CONTENT and json.loads(lot.payload)["total"] == 4
+    assert links.code == Code.CONTENT and b"</occupancy>" in links.payload
+
+
+def test_foreign_bay_is_403_naming_it_and_nothing_is_stored(gateway, devices, tmp_path):
+    folder = provision(tmp_path, "sensor-1", ["PRW-001"])
+    credentials.add("sensor-2", ["PRW-002"])
+    answer = devices.post(gateway.address, folder, [{"bay": "PRW-001", "occupied": True, "ts": TS},
+                                            {"bay": "PRW-002", "occupied": True, "ts": TS}])
+    assert answer.code == Code.FORBIDDEN
+    assert answer.payload.decode() == "bay PRW-002 is not bound to sensor sensor-1"
+    assert stored() == []
+
+
+def test_unknown_and_revoked_keys_are_401(gateway, devices, tmp_path, oscore_app):
+    folder = provision(tmp_path, "sensor-1", ["PRW-001"])
+    assert devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": True, "ts": TS}).code == Code.CHANGED
+    credentials.revoke("sensor-1")
+    # At once: the gateway holds the context in memory, and still refuses it.
+    answer = devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": False, "ts": TS + 5})
+    assert answer.code == Code.UNAUTHORIZED and answer.unprotected_answer
+    assert answer.payload == b"unknown or revoked key"
+    again = devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": False, "ts": TS + 6})
+    assert again.code == Code.UNAUTHORIZED and again.unprotected_answer
+    assert stored() == [("PRW-001", TS, True)]
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "settings.json").write_text(json.dumps(
+        {"sender-id_hex": "0a0b0c0d0e0f", "recipient-id_hex": "00", "secret_hex": "11" * 32, "salt_hex": "22" * 8}))
+    answer = devices.post(gateway.address, stranger, {"bay": "PRW-001", "occupied": False, "ts": TS + 7})
+    assert answer.code == Code.UNAUTHORIZED and answer.unprotected_answer
+    assert stored() == [("PRW-001", TS, True)]
+    health = oscore_app.extensions["parking_parts"]["gateway"]()
+    assert health["refused"]["revoked"] == 1 and health["refused"]["unknown_key"] == 2
+
+
+def test_same_sequence_number_twice_is_stored_once_also_after_a_restart(gateway, devices, tmp_path):
+    first = provision(tmp_path, "sensor-1", ["PRW-001"])
+    second, third = copy_of(first, "copy-2"), copy_of(first, "copy-3")
+    # Sequence number 0 from the first device: stored.
+    assert devices.post(gateway.address, first, {"bay": "PRW-001", "occupied": True, "ts": TS}).code == Code.CHANGED
+    # Sequence number 0 again from a copy of the context, with other content: a replay.
+    answer = devices.post(gateway.address, second, {"bay": "PRW-001", "occupied": False, "ts": TS + 1})
+    assert answer.code == Code.UNAUTHORIZED and answer.payload == b"Replay detected"
+    assert stored() == [("PRW-001", TS, True)]
+    gateway.restart()
+    answer = devices.post(gateway.address, third, {"bay": "PRW-001", "occupied": False, "ts": TS + 2})
+    assert answer.code == Code.UNAUTHORIZED and answer.payload == b"Replay detected"
+    assert stored() == [("PRW-001", TS, True)]
+    # The device itself goes on with its next sequence number, after the restart too.
+    assert devices.post(gateway.address, first, {"bay": "PRW-001", "occupied": False, "ts": TS + 3}).code == Code.CHANGED
+    assert stored() == [("PRW-001", TS, True), ("PRW-001", TS + 3, False)]
+
+
+def test_1000_sensors_are_found_by_key_id_not_by_scanning(gateway, devices, tmp_path, runner, backend):
+    from gateway.security import key_query
+    from parking.lots import import_lots
+
+    bays = [f"BIG-{n:04d}" for n in range(1000)]
+    import_lots({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "id": "BIG", "geometry": {"type": "Point", "coordinates": [12.1, 49.0]},
+        "properties": {"name": "Big garage", "bays": bays}}]}, "Europe/Berlin")
+    # 998 provisioned in one commit (as `credentials add` makes them), the first and last by the CLI.
+    db.session.add_all(SensorCredential(
+        sensor_id=f"sensor-{n:04d}", kid=secrets.token_bytes(credentials.KID_BYTES), gateway_id=credentials.GATEWAY_ID,
+        secret=secrets.token_bytes(32), salt=secrets.token_bytes(8), created_at=time.time(), replay_index=0,
+        replay_bits=0, bays=[CredentialBay(bay_id=bays[n])]) for n in range(1, 999))
+    db.session.commit()
+    folders = {}
+    for n in (0, 999):
+        result = runner.invoke(args=["credentials", "add", f"sensor-{n:04d}", "--bay", bays[n]])
+        assert result.exit_code == 0, result.output
+        folders[n] = tmp_path / str(n)
+        folders[n].mkdir()
+        (folders[n] / "settings.json").write_text(result.stdout)
+    assert db.session.scalar(select(func.count()).select_from(SensorCredential)) == 1000
+    assert devices.post(gateway.address, folders[0], {"bay": "BIG-0000", "occupied": True, "ts": TS}).code == Code.CHANGED
+    assert devices.post(gateway.address, folders[999], {"bay": "BIG-0999", "occupied": True, "ts": TS}).code == Code.CHANGED
+    keys = gateway.keys
+    assert type(keys.keys) is dict and len(keys.keys) == 2  # contexts by key id; only those in use
+    # The database look-up of a key id not yet in memory is one probe of the unique index on kid.
+    kid = db.session.scalar(select(SensorCredential.kid).where(SensorCredential.sensor_id == "sensor-0500"))
+    statement = key_query(kid).compile(db.engine)
+    connection = db.session.connection()
+    params = tuple(statement.params[name] for name in statement.positiontup) if statement.positional else statement.params
+    if backend == "sqlite":
+        plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(statement), params).all()
+        assert any("USING INDEX" in row[-1] and "kid" in row[-1] for row in plan), plan
+    else:
+        connection.exec_driver_sql("ANALYZE sensor_credentials")
+        plan = connection.exec_driver_sql("EXPLAIN " + str(statement), params).scalars().all()
+        assert "Index Scan" in plan[0] and "kid" in plan[0], plan
+
+
+def test_no_secret_in_any_log_listing_or_answer(gateway, devices, tmp_path, runner, caplog, capfd):
+    from gateway.security import sensor_context
+
+    caplog.set_level(logging.DEBUG)  # everything, aiocoap's OSCORE details included
+    caplog.set_level(logging.DEBUG, logger="parking.gateway.aiocoap")
+    made = runner.invoke(args=["credentials", "add", "sensor-1", "--bay", "PRW-001"])
+    settings = json.loads(made.stdout)
+    folder = tmp_path / "sensor-1"
+    folder.mkdir()
+    (folder / "settings.json").write_text(made.stdout)
+    answers = [
+        devices.post(gateway.address, copy_of(folder, "copy"), {"bay": "PRW-001", "occupied": True, "ts": TS}),
+        devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": True, "ts": TS}),  # a replay
+        devices.post(gateway.address, folder, {"bay": "GAR-001", "occupied": True, "ts": TS}),  # not its bay
+        devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": "yes"}),  # invalid
+    ]
+    assert [a.code for a in answers] == [Code.CHANGED, Code.UNAUTHORIZED, Code.FORBIDDEN, Code.BAD_REQUEST]
+    listing = runner.invoke(args=["credentials", "list"]).output
+    runner.invoke(args=["credentials", "revoke", "sensor-1"])
+    answers.append(devices.post(gateway.address, folder, {"bay": "PRW-001", "occupied": False, "ts": TS + 1}))
+    assert answers[-1].code == Code.UNAUTHORIZED
+    context = sensor_context(settings)
+    # The master secret and the keys derived from it (the Common IV is not secret: nonces are
+    # public in AEAD, and aiocoap logs it at DEBUG).
+    secrets_ = [settings["secret_hex"], context.sender_key.hex(), context.recipient_key.hex()]
+    written = caplog.text + "".join(capfd.readouterr()) + listing + "".join(a.payload.decode("utf-8", "replace") for a in answers)
+    assert "Protecting message" in caplog.text or "Unprotecting" in caplog.text  # the detail was logged
+    for secret in secrets_:
+        assert secret not in written
+        assert repr(bytes.fromhex(secret))[2:-1] not in written
