@@ -172,6 +172,7 @@ class Gateway:
             asyncio.create_task(self._summaries(), name="gateway: summary"),
         ]
         self.app.extensions.setdefault("parking_parts", {})["gateway"] = self.health
+        self.app.extensions["parking_gateway"] = self  # for /metrics and /operators in this process
         log.info(
             "CoAP gateway on coap://%s:%d (receive buffer %d KiB, duplicate window %.0f s, limit %d bytes)",
             host, self.port, self.receive_buffer // 1024, self.dedup_window, MAX_PAYLOAD,
@@ -213,6 +214,8 @@ class Gateway:
             await self.context.shutdown()
         await self._stop_threads()
         self.app.extensions.get("parking_parts", {}).pop("gateway", None)
+        if self.app.extensions.get("parking_gateway") is self:
+            del self.app.extensions["parking_gateway"]
 
     async def _stop_threads(self) -> None:
         """Stop the writer (if `shutdown` has not already) and the readers."""
@@ -235,13 +238,17 @@ class Gateway:
         self.refusals[reason if reason in self.refusals else "other"] += 1
         self.refusal_log.add(code, sensor, source_host(remote))
 
+    def refusal_counts(self) -> dict[str, int]:
+        """Refused requests by reason (a copy; any thread)."""
+        return dict(self.refusals)
+
     def health(self) -> dict:
         """The health probe registered in app.extensions["parking_parts"] (called from any thread)."""
         return {
             "status": "ok" if self.writer.available else "storage_unavailable",
             "queue": self.writer.queued,
             "answered": dict(self.answers),
-            "refused": dict(self.refusals),
+            "refused": self.refusal_counts(),
             "sensor_auth": "oscore" if self.require_oscore else "none",
             "dedup_entries": self.manager.dedup_entries if self.manager else 0,
             "malformed": self.manager.malformed if self.manager else 0,  # datagrams that are not CoAP

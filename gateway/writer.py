@@ -21,9 +21,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 
 from flask import Flask
+
+from parking.metrics import COMMIT_BUCKETS
 
 from . import writer_process as wp
 from .errors import Unavailable
@@ -79,10 +82,15 @@ class WriterStats:
 
     requests: int = 0
     readings: int = 0
+    received: int = 0  # readings handed to the writer
     stored: int = 0
+    duplicates: int = 0  # readings of requests answered 2.04 that were already stored
     groups: int = 0
     commit_seconds: float = 0.0
     commit_max: float = 0.0
+    database_errors: int = 0  # groups answered 5.03 or 5.00 by the writer
+    # Groups per commit-time bucket (parking.metrics.COMMIT_BUCKETS; the last one: slower still).
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
 
 
 class _Link(asyncio.Protocol):
@@ -209,6 +217,7 @@ class Writer:
         if self.queued >= self.queue_limit:
             raise Unavailable("gateway busy: too many requests waiting", BUSY_RETRY_AFTER)
         job = _Job(readings, received_at, self.loop.create_future())
+        self.stats.received += len(readings)
         if key is not None:
             job.credential, job.window = key.credential_id, key.replay_state
         self._pending.append(job)
@@ -246,7 +255,11 @@ class Writer:
         stats.groups += 1
         stats.commit_seconds += seconds
         stats.commit_max = max(stats.commit_max, seconds)
+        stats.commit_buckets[bisect_left(COMMIT_BUCKETS, seconds)] += 1
         self.available = available
+        stats.duplicates += sum(len(job.readings) for job, outcome in zip(group, outcomes) if outcome is None) - stored
+        if any(outcome is not None and outcome[0] in (wp.UNAVAILABLE, wp.INTERNAL) for outcome in outcomes):
+            stats.database_errors += 1  # one failed group, one error
         for job, outcome in zip(group, outcomes):
             if job.future.done():  # the request was cancelled
                 continue

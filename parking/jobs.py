@@ -11,11 +11,13 @@ log = logging.getLogger(__name__)
 
 def rollup_job(app: Flask) -> None:
     """Bring the hourly aggregates up to date (the same as `flask rollup`)."""
+    from .metrics import job_run
     from .rollup import run_rollup
 
     with app.app_context():
         try:
-            stats = run_rollup()
+            with job_run("rollup"):
+                stats = run_rollup()
             if stats.hours:
                 log.info("rollup: %d hours of %d lots in %.2f s", stats.hours, stats.lots, stats.seconds)
         except Exception:
