@@ -38,15 +38,17 @@ def create_app(config: dict | None = None) -> Flask:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "PARKING_ADMIN_TOKEN"}
     )
 
-    from . import cli, errors, lot_list, pages
-    from .api import credentials, datex2, forecast, health, lots, ngsi_ld, reports, sensors
+    from . import cli, errors, lot_list, metrics, pages
+    from .api import credentials, datex2, forecast, health, lots, ngsi_ld, operators, reports, sensors
 
     errors.init_app(app)
     lot_list.init_app(app)
-    for blp in (lots.blp, forecast.blp, reports.blp, sensors.blp, datex2.blp, ngsi_ld.blp, credentials.blp):
+    for blp in (lots.blp, forecast.blp, reports.blp, sensors.blp, datex2.blp, ngsi_ld.blp, credentials.blp,
+                operators.blp):
         extensions.api.register_blueprint(blp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
+    metrics.init_app(app)
     cli.init_app(app)
     return app
 

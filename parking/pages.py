@@ -1,4 +1,4 @@
-"""Serves the drivers' map (`/`) and the planners' page (`/planner`)."""
+"""Serves the drivers' map (`/`), the planners' page (`/planner`) and the operators' (`/operators`)."""
 from flask import Blueprint, current_app, render_template
 
 bp = Blueprint("pages", __name__)
@@ -19,3 +19,9 @@ def map_page():
 def planner_page():
     """The planners' page: hourly patterns, summaries and downloads."""
     return render_template("planner.html")
+
+
+@bp.get("/operators")
+def operators_page():
+    """The operators' page; its data (/api/operators) needs the admin token, asked for on the page."""
+    return render_template("operators.html")

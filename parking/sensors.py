@@ -27,14 +27,7 @@ def sensor_report(only_problems: bool = True, lot_id: str | None = None, now: fl
         )
     rows = []
     for bay in db.session.scalars(query):
-        if bay.last_seen is None:
-            problem = "never_seen"
-        elif now - bay.last_seen >= stale:
-            problem = "silent"
-        elif bay.battery is not None and bay.battery <= low:
-            problem = "low_battery"
-        else:
-            problem = None
+        problem = problem_of(bay.last_seen, bay.battery, now, stale, low)
         rows.append(
             {
                 "bay": bay.id,
@@ -83,3 +76,14 @@ def sensor_snapshot() -> SensorSnapshot:
     ).all()
     newest = db.session.scalar(select(func.max(Reading.ts)))
     return SensorSnapshot(lots, states, {bay: seq for bay, seq in seqs if seq is not None}, newest)
+
+
+def problem_of(last_seen: float | None, battery: int | None, now: float, stale: float, low: int) -> str | None:
+    """never_seen, silent (nothing for stale_after), low_battery, or None for a sensor that is fine."""
+    if last_seen is None:
+        return "never_seen"
+    if now - last_seen >= stale:
+        return "silent"
+    if battery is not None and battery <= low:
+        return "low_battery"
+    return None
