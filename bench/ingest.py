@@ -129,8 +129,9 @@ class Server:
 
     def __init__(self, kind: str, port: int, log_path: Path, url: str | None = None):
         self.kind, self.port, self.log_path = kind, port, log_path
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PARKING_COAP_HOST": "127.0.0.1"}
-        if kind == "gateway":
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PARKING_COAP_HOST": "127.0.0.1",
+               "PARKING_SENSOR_AUTH": "oscore" if kind == "gateway-oscore" else "none"}
+        if kind in ("gateway", "gateway-oscore"):
             env["DATABASE_URL"] = url
             cmd = [sys.executable, "-m", "gateway.server", "--port", str(port)]
             self.ready = "CoAP gateway on"
@@ -174,18 +175,23 @@ class Server:
 class Load:
     """Runs bench.loadgen as a child process; numbers the requests across the whole run."""
 
-    def __init__(self, bays_file: Path, timeout: float):
+    def __init__(self, bays_file: Path, timeout: float, keys_files: dict[str, Path] | None = None):
         self.bays_file = bays_file
+        # Per database URL, a file {bay: OSCORE settings}: `protected` runs protect every request
+        # with the credentials of the database the gateway checks them against.
+        self.keys_files = keys_files or {}
         self.bays = len(bays_file.read_text().split())
         self.timeout = timeout
         self.serial = 0
         self.ok: dict[str, int] = {}  # 2.04 answers per database URL, warm-ups included
         self.t0 = time.time() - 3600  # every ts stays in the past, and distinct per request
 
-    def _cmd(self, ports, count, seconds, window, rate):
+    def _cmd(self, ports, count, seconds, window, rate, keys=None):
         cmd = [sys.executable, "-m", "bench.loadgen", "--bays-file", str(self.bays_file), "--count", str(count),
                "--seconds", str(seconds), "--window", str(window), "--timeout", str(self.timeout),
                "--serial", str(self.serial), "--t0", f"{self.t0:.4f}"]
+        if keys is not None:
+            cmd += ["--oscore", str(keys)]
         for port in ports:
             cmd += ["--port", str(port)]
         if rate:
@@ -193,11 +199,11 @@ class Load:
         self.serial += count
         return cmd
 
-    def start(self, ports, seconds, window, rate=None, count=None) -> subprocess.Popen:
+    def start(self, ports, seconds, window, rate=None, count=None, keys=None) -> subprocess.Popen:
         # Enough requests for the time (a Python server answers a few thousand a second; the run
-        # also stops at this count), all encoded before the clock starts.
+        # also stops at this count), all encoded (and protected) before the clock starts.
         count = count or int(seconds * (rate * 1.05 if rate else 6_000)) + 10
-        return subprocess.Popen(self._cmd(ports, count, seconds, window, rate), cwd=ROOT, stdout=subprocess.PIPE,
+        return subprocess.Popen(self._cmd(ports, count, seconds, window, rate, keys), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     def finish(self, proc: subprocess.Popen, seconds: float) -> dict:
@@ -210,16 +216,17 @@ class Load:
             raise RuntimeError(f"load generator failed: {err[-1500:]}")
         return json.loads(out)
 
-    def run(self, ports, seconds, window, rate=None, url=None, count=None) -> dict:
-        return self.count(url, self.finish(self.start(ports, seconds, window, rate, count), seconds))
+    def run(self, ports, seconds, window, rate=None, url=None, count=None, protected=False) -> dict:
+        keys = self.keys_files[url] if protected else None
+        return self.count(url, self.finish(self.start(ports, seconds, window, rate, count, keys), seconds))
 
-    def warm_up(self, ports, cfg: IngestConfig, url=None) -> None:
-        """One reading for every bay of the city (a gateway's bay directory as warm as after a
-        day in service), then `warmup_seconds` of load."""
+    def warm_up(self, ports, cfg: IngestConfig, url=None, protected=False) -> None:
+        """One reading for every bay of the city (a gateway's bay directory, and its sensor keys,
+        as warm as after a day in service), then `warmup_seconds` of load."""
         if not cfg.warmup_seconds:
             return
-        self.run(ports, 120, cfg.window, url=url, count=self.bays)
-        self.run(ports, cfg.warmup_seconds, cfg.window, url=url)
+        self.run(ports, 120, cfg.window, url=url, count=self.bays, protected=protected)
+        self.run(ports, cfg.warmup_seconds, cfg.window, url=url, protected=protected)
 
     def count(self, url: str | None, result: dict) -> dict:
         if url is not None:
@@ -228,9 +235,11 @@ class Load:
 
 
 # ---------------------------------------------------------------- the database
-def prepare_database(backend: str, cfg: IngestConfig, workdir: Path) -> tuple[str, list[str]]:
-    """A fresh database with the ingest city (lots, bays, no history); its URL and bay ids."""
+def prepare_database(backend: str, cfg: IngestConfig, workdir: Path) -> tuple[str, list[str], dict]:
+    """A fresh database with the ingest city (lots, bays, no history) and one sensor credential
+    per bay; its URL, bay ids and {bay: the sensor's OSCORE settings}."""
     from parking.cli import init_db
+    from parking.credentials import add_many
     from parking.extensions import db
     from parking.lots import import_lots
 
@@ -245,13 +254,14 @@ def prepare_database(backend: str, cfg: IngestConfig, workdir: Path) -> tuple[st
         url = datasets.pg_url(datasets.PG_PREFIX)
     app = datasets.make_app(url)
     features = datasets.city_features(spec)
+    bays = [b for f in features["features"] for b in f["properties"]["bays"]]
     with app.app_context():
         init_db()
         import_lots(features, datasets.TIMEZONE)
+        made = add_many({f"sensor-{bay}": [bay] for bay in bays})
         db.session.remove()
         db.engine.dispose()
-    bays = [b for f in features["features"] for b in f["properties"]["bays"]]
-    return url, bays
+    return url, bays, {bay: made[f"sensor-{bay}"]["settings"] for bay in bays}
 
 
 def stored_readings(url: str) -> int:
@@ -269,11 +279,12 @@ def measure(kind: str, port: int, load: Load, cfg: IngestConfig, workdir: Path, 
             rate: float | None = None, seconds: float | None = None, label: str = "") -> dict:
     """Start a server, warm it up, run one measured load, stop it; the figures of that run."""
     seconds = seconds or cfg.round_seconds
+    protected = kind == "gateway-oscore"
     server = Server(kind, port, workdir / f"{kind}-{label or 'run'}.log", url)
     try:
-        load.warm_up([port], cfg, url)
+        load.warm_up([port], cfg, url, protected)
         t0, cpu0, rss0 = server.sample()
-        result = load.run([port], seconds, cfg.window, rate, url)
+        result = load.run([port], seconds, cfg.window, rate, url, protected=protected)
         t1, cpu1, rss1 = server.sample()
     finally:
         server.stop()
@@ -291,13 +302,20 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
     """Every ingest figure into `report`; returns the raw runs."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_udp_port()
-    urls, bays = {}, []
+    urls, bays, keys = {}, [], {}
     for backend in backends:
-        urls[backend], bays = prepare_database(backend, cfg, workdir)
+        urls[backend], bays, keys[backend] = prepare_database(backend, cfg, workdir)
     bays_file = workdir / "bays.txt"
     bays_file.write_text("\n".join(bays))
-    load = Load(bays_file, cfg.timeout)
-    kinds = [f"gateway/{b}" for b in backends] + ["bare", "bare-tuned"]
+    # Protected runs against each database with that database's credentials: one file per backend.
+    keys_files = {}
+    for backend in backends:
+        path = keys_files[urls[backend]] = workdir / f"sensor-keys-{backend}.json"
+        path.write_text(json.dumps(keys[backend]))
+        path.chmod(0o600)
+    load = Load(bays_file, cfg.timeout, keys_files)
+    kinds = ([f"gateway/{b}" for b in backends] + [f"gateway-oscore/{b}" for b in backends]
+             + ["bare", "bare-tuned"])
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(cfg.rounds):
         for kind in kinds:
@@ -328,6 +346,10 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
     for backend in backends:
         report.add(f"ingest.ratio.gateway_{backend}/bare", _median(runs[f"gateway/{backend}"], "rps") / bare_rps,
                    "", ">=", 0.9)
+    for backend in backends:  # what OSCORE costs: the protected gateway against the same one unprotected
+        report.add(f"ingest.ratio.gateway_oscore_{backend}/gateway_{backend}",
+                   _median(runs[f"gateway-oscore/{backend}"], "rps") / _median(runs[f"gateway/{backend}"], "rps"),
+                   "", ">=", 0.7, note="every request OSCORE-protected with its sensor's own key")
     report.add("ingest.ratio.bare_tuned/bare", _median(runs["bare-tuned"], "rps") / bare_rps, "",
                note="the gateway's transport settings alone")
     for backend in backends:  # the stricter comparison: the library with the gateway's own settings

@@ -2,7 +2,7 @@
 
 Run as its own process (so that its CPU is not the server's), it sends confirmable
 `POST /occupancy` requests (Content-Format 50, one JSON reading each, every request a new reading:
-distinct bay/ts/seq) to 127.0.0.1, keeps at most `--window` of them outstanding, and, with
+distinct bay/ts/seq; with `--oscore`, each protected with its bay's sensor context) to 127.0.0.1, keeps at most `--window` of them outstanding, and, with
 `--rate`, paces them at that many per second. Answers are matched by token; a piggy-backed answer
 and a separate one (empty ACK first) both count, and a separate CON answer is acknowledged.
 Nothing is retransmitted: a request unanswered after `--timeout` s is counted as a timeout and its
@@ -38,18 +38,46 @@ def encode_post(mid: int, token: bytes, payload: bytes) -> bytes:
     return header + options + b"\xff" + payload
 
 
-def build(count: int, bays: list[str], serial: int, t0: float, sockets: int) -> list[tuple[int, int, bytes]]:
-    """(socket index, token, datagram) for every request, encoded before the clock starts."""
+def build(count: int, bays: list[str], serial: int, t0: float, sockets: int,
+          keys: dict | None = None) -> list[tuple[int, int, bytes]]:
+    """(socket index, token, datagram) for every request, encoded (and, with `keys`, protected)
+    before the clock starts."""
     out = []
     for i in range(count):
         n = serial + i
         sock = i % sockets
         mid = (i // sockets) & 0xFFFF
         token = n & 0xFFFFFFFF
+        bay = bays[n % len(bays)]
         payload = ('{"bay":"%s","occupied":%s,"ts":%.4f,"seq":%d}'
-                   % (bays[n % len(bays)], "true" if n & 1 else "false", t0 + n * 1e-4, n & 0xFFFFFFFF))
-        out.append((sock, token, encode_post(mid, struct.pack("!I", token), payload.encode())))
+                   % (bay, "true" if n & 1 else "false", t0 + n * 1e-4, n & 0xFFFFFFFF))
+        if keys is None:
+            out.append((sock, token, encode_post(mid, struct.pack("!I", token), payload.encode())))
+        else:
+            # The n-th request of a bay's sensor uses sequence number n // bays: rising across the
+            # runs of a benchmark (`--serial`), so none is ever a replay.
+            out.append((sock, token, protect_post(keys[bay], n // len(bays), mid, struct.pack("!I", token),
+                                                  payload.encode())))
     return out
+
+
+def protect_post(context, seqno: int, mid: int, token: bytes, payload: bytes) -> bytes:
+    """The same POST, OSCORE-protected (RFC 8613) with the sensor's context and this sequence number."""
+    from aiocoap import CON, POST, Message
+
+    context.sender_sequence_number = seqno
+    plain = Message(code=POST, uri_path=("occupancy",), content_format=50, payload=payload)
+    outer, _ = context.protect(plain)
+    outer.mtype, outer.mid, outer.token = CON, mid, token
+    return outer.encode()
+
+
+def load_keys(path: str) -> dict:
+    """{bay: the sensor's OSCORE context} from a JSON file {bay: settings as `credentials add` prints}."""
+    from gateway.security import sensor_context
+
+    with open(path) as fh:
+        return {bay: sensor_context(settings) for bay, settings in json.load(fh).items()}
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
@@ -60,11 +88,11 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 
 def run(ports: list[int], bays: list[str], count: int, seconds: float, window: int, rate: float | None,
-        timeout: float, serial: int, t0: float) -> dict:
+        timeout: float, serial: int, t0: float, keys: dict | None = None) -> dict:
     """Send, collect, and summarise (see the module doc)."""
     nsock = max(4 * len(ports), math.ceil(count / MIDS_PER_SOCKET))
     nsock += (-nsock) % len(ports)  # the same number of sockets per port
-    requests = build(count, bays, serial, t0, nsock)
+    requests = build(count, bays, serial, t0, nsock, keys)
     socks = []
     for i in range(nsock):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -188,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds before a request counts as lost")
     parser.add_argument("--serial", type=int, default=0, help="first request number (distinct readings across runs)")
     parser.add_argument("--t0", type=float, default=None, help="ts of request 0 (default: an hour ago)")
+    parser.add_argument("--oscore", metavar="FILE",
+                        help="protect each request with its bay's OSCORE context (JSON {bay: settings})")
     args = parser.parse_args(argv)
     bays = list(args.bays or [])
     if args.bays_file:
@@ -198,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.count > 5_000_000 or args.seconds > 3600:
         parser.error("refusing an unbounded run: count ≤ 5,000,000 and seconds ≤ 3600")
     t0 = args.t0 if args.t0 is not None else time.time() - 3600
-    result = run(args.port, bays, args.count, args.seconds, args.window, args.rate, args.timeout, args.serial, t0)
+    keys = load_keys(args.oscore) if args.oscore else None
+    result = run(args.port, bays, args.count, args.seconds, args.window, args.rate, args.timeout, args.serial, t0,
+                 keys)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -14,7 +14,6 @@ import secrets
 import time
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .lots import ID_PATTERN
@@ -60,31 +59,46 @@ def add(sensor_id: str, bays: list[str], *, replace: bool = False, now: float | 
     secret: show it to whoever provisions the sensor, log it nowhere). With `replace`, the
     sensor's current credential is revoked in the same transaction.
     """
+    return add_many({sensor_id: bays}, replace=replace, now=now)[sensor_id]
+
+
+def add_many(sensors: dict[str, list[str]], *, replace: bool = False, now: float | None = None) -> dict[str, dict]:
+    """`add` for many sensors at once ({sensor id: bays}), checked as a whole, in one commit:
+    all are made or none (e.g. the simulator provisioning a city's sensors)."""
     now = time.time() if now is None else now
-    bays = sorted(set(bays))
-    _check(sensor_id, bays)
-    current = active(sensor_id)
-    if current is not None and not replace:
-        raise CredentialError(f"sensor {sensor_id} already has a credential: revoke it first, or replace it", 409)
-    _check_bays_free(sensor_id, bays)
-    if current is not None:
-        _revoke(current, now)
-    for _ in range(5):
+    wanted = {sensor_id: sorted(set(bays)) for sensor_id, bays in sensors.items()}
+    _check(wanted)
+    current = list(db.session.scalars(select(SensorCredential).where(
+        SensorCredential.sensor_id.in_(wanted), SensorCredential.revoked_at.is_(None))))
+    if current and not replace:
+        raise CredentialError(f"sensor {current[0].sensor_id} already has a credential: revoke it first, "
+                              "or replace it", 409)
+    _check_bays_free(wanted)
+    for credential in current:
+        _revoke(credential, now)
+    kids = _fresh_kids(len(wanted))
+    made = {}
+    for (sensor_id, bays), kid in zip(wanted.items(), kids):
         credential = SensorCredential(
-            sensor_id=sensor_id, kid=secrets.token_bytes(KID_BYTES), gateway_id=GATEWAY_ID,
-            secret=secrets.token_bytes(SECRET_BYTES), salt=secrets.token_bytes(SALT_BYTES),
-            created_at=now, replay_index=0, replay_bits=0,
+            sensor_id=sensor_id, kid=kid, gateway_id=GATEWAY_ID, secret=secrets.token_bytes(SECRET_BYTES),
+            salt=secrets.token_bytes(SALT_BYTES), created_at=now, replay_index=0, replay_bits=0,
             bays=[CredentialBay(bay_id=bay) for bay in bays],
         )
-        try:
-            with db.session.begin_nested():
-                db.session.add(credential)
-        except IntegrityError:  # a key id drawn twice: draw again
-            continue
-        db.session.commit()
-        return {"sensor_id": sensor_id, "bays": bays, "key_id": credential.kid.hex(),
-                "settings": sensor_settings(credential)}
-    raise CredentialError("could not draw an unused key id", 500)
+        db.session.add(credential)
+        made[sensor_id] = {"sensor_id": sensor_id, "bays": bays, "key_id": kid.hex(),
+                           "settings": sensor_settings(credential)}
+    db.session.commit()
+    return made
+
+
+def _fresh_kids(count: int) -> list[bytes]:
+    """Random key ids not in use (a collision is unlikely; the unique index is the last guard)."""
+    kids: set[bytes] = set()
+    while len(kids) < count:
+        drawn = {secrets.token_bytes(KID_BYTES) for _ in range(count - len(kids))} - kids
+        taken = set(db.session.scalars(select(SensorCredential.kid).where(SensorCredential.kid.in_(drawn))))
+        kids |= drawn - taken
+    return list(kids)
 
 
 def revoke(sensor_id: str, now: float | None = None) -> dict:
@@ -129,27 +143,33 @@ def _revoke(credential: SensorCredential, now: float) -> None:
     credential.secret = None
 
 
-def _check(sensor_id: str, bays: list[str]) -> None:
-    """The sensor id's form; at least one bay, each of them known."""
-    if not _ID.match(sensor_id or ""):
-        raise CredentialError("sensor id: must be 1-64 of A-Z a-z 0-9 _ -")
-    if not bays:
-        raise CredentialError("give at least one bay the sensor reports (--bay)")
-    known = set(db.session.scalars(select(Bay.id).where(Bay.id.in_(bays))))
-    missing = [bay for bay in bays if bay not in known]
+def _check(wanted: dict[str, list[str]]) -> None:
+    """Each sensor id's form; at least one bay each, every bay known and claimed by one sensor."""
+    claimed: dict[str, str] = {}
+    for sensor_id, bays in wanted.items():
+        if not _ID.match(sensor_id or ""):
+            raise CredentialError("sensor id: must be 1-64 of A-Z a-z 0-9 _ -")
+        if not bays:
+            raise CredentialError("give at least one bay the sensor reports (--bay)")
+        for bay in bays:
+            if claimed.setdefault(bay, sensor_id) != sensor_id:
+                raise CredentialError(f"bay {bay} given to two sensors: {claimed[bay]} and {sensor_id}", 409)
+    known = set(db.session.scalars(select(Bay.id).where(Bay.id.in_(claimed))))
+    missing = [bay for bay in claimed if bay not in known]
     if missing:
-        raise CredentialError(f"unknown bay: {', '.join(missing)}", 404)
+        raise CredentialError(f"unknown bay: {', '.join(sorted(missing))}", 404)
 
 
-def _check_bays_free(sensor_id: str, bays: list[str]) -> None:
+def _check_bays_free(wanted: dict[str, list[str]]) -> None:
     """A bay speaks through one sensor: refuse bays another sensor's credential holds."""
+    bays = [bay for bays in wanted.values() for bay in bays]
     taken = db.session.execute(
         select(CredentialBay.bay_id, SensorCredential.sensor_id)
         .join(SensorCredential, SensorCredential.id == CredentialBay.credential_id)
         .where(CredentialBay.bay_id.in_(bays), SensorCredential.revoked_at.is_(None),
-               SensorCredential.sensor_id != sensor_id)
+               SensorCredential.sensor_id.not_in(wanted))
         .order_by(CredentialBay.bay_id)
     ).all()
     if taken:
-        held = ", ".join(f"{bay} (sensor {sensor})" for bay, sensor in taken)
+        held = ", ".join(f"{bay} (sensor {sensor})" for bay, sensor in taken[:10])
         raise CredentialError(f"bay already bound to another sensor: {held}; revoke that first", 409)
