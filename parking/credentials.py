@@ -118,6 +118,15 @@ def active(sensor_id: str) -> SensorCredential | None:
     )
 
 
+def holders(bays: list[str]) -> dict[str, str]:
+    """{bay: the sensor whose credential in force holds it} for those of the bays that are held."""
+    return dict(db.session.execute(
+        select(CredentialBay.bay_id, SensorCredential.sensor_id)
+        .join(SensorCredential, SensorCredential.id == CredentialBay.credential_id)
+        .where(CredentialBay.bay_id.in_(bays), SensorCredential.revoked_at.is_(None))
+    ).all())
+
+
 def listing(include_revoked: bool = False) -> list[dict]:
     """Every credential in force (and the revoked ones if asked), by sensor id; never a secret."""
     query = select(SensorCredential).order_by(SensorCredential.sensor_id, SensorCredential.id)
@@ -162,14 +171,8 @@ def _check(wanted: dict[str, list[str]]) -> None:
 
 def _check_bays_free(wanted: dict[str, list[str]]) -> None:
     """A bay speaks through one sensor: refuse bays another sensor's credential holds."""
-    bays = [bay for bays in wanted.values() for bay in bays]
-    taken = db.session.execute(
-        select(CredentialBay.bay_id, SensorCredential.sensor_id)
-        .join(SensorCredential, SensorCredential.id == CredentialBay.credential_id)
-        .where(CredentialBay.bay_id.in_(bays), SensorCredential.revoked_at.is_(None),
-               SensorCredential.sensor_id.not_in(wanted))
-        .order_by(CredentialBay.bay_id)
-    ).all()
+    held = holders([bay for bays in wanted.values() for bay in bays])
+    taken = sorted((bay, sensor) for bay, sensor in held.items() if sensor not in wanted)
     if taken:
-        held = ", ".join(f"{bay} (sensor {sensor})" for bay, sensor in taken[:10])
-        raise CredentialError(f"bay already bound to another sensor: {held}; revoke that first", 409)
+        shown = ", ".join(f"{bay} (sensor {sensor})" for bay, sensor in taken[:10])
+        raise CredentialError(f"bay already bound to another sensor: {shown}; revoke that first", 409)
