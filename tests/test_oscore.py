@@ -290,3 +290,12 @@ def test_no_secret_in_any_log_listing_or_answer(gateway, devices, tmp_path, runn
     for secret in secrets_:
         assert secret not in written
         assert repr(bytes.fromhex(secret))[2:-1] not in written
+
+
+def test_a_protected_batch_larger_than_a_datagram_goes_block_wise(gateway, devices, tmp_path):
+    folder = provision(tmp_path, "sensor-1", ["PRW-001"])
+    batch = [{"bay": "PRW-001", "occupied": n % 2 == 0, "ts": TS + n} for n in range(40)]
+    assert len(json.dumps(batch)) > 1024  # the client sends it in Block1 blocks, each protected
+    answer = devices.post(gateway.address, folder, batch)
+    assert answer.code == Code.CHANGED, answer.payload
+    assert len(stored()) == 40
