@@ -142,7 +142,7 @@ class Server:
             self.ready = "bare CoAP server on"
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.time() + 30
+        deadline = time.time() + 120  # two interpreters importing Flask, SQLAlchemy, aiocoap: slow on a busy machine
         while time.time() < deadline and self.proc.poll() is None:
             if self.ready in log_path.read_text():
                 return
