@@ -29,7 +29,7 @@ from flask import Flask
 from parking.metrics import COMMIT_BUCKETS
 
 from . import writer_process as wp
-from .errors import Unavailable
+from .errors import StorageFailed, Unavailable
 
 log = logging.getLogger("parking.gateway")
 
@@ -258,7 +258,7 @@ class Writer:
         stats.commit_buckets[bisect_left(COMMIT_BUCKETS, seconds)] += 1
         self.available = available
         stats.duplicates += sum(len(job.readings) for job, outcome in zip(group, outcomes) if outcome is None) - stored
-        if any(outcome is not None and outcome[0] in (wp.UNAVAILABLE, wp.INTERNAL) for outcome in outcomes):
+        if any(isinstance(outcome, (Unavailable, StorageFailed)) for outcome in outcomes):
             stats.database_errors += 1  # one failed group, one error
         for job, outcome in zip(group, outcomes):
             if job.future.done():  # the request was cancelled
