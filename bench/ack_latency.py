@@ -173,7 +173,7 @@ async def run_rate(port: int, bays: list[str], rate: int, seconds: float, socket
 
 def start_gateway(url: str, port: int, log_path: Path) -> subprocess.Popen:
     """The gateway as its own process, once its start line is logged (to a file: a pipe could fill)."""
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT), "PARKING_SENSOR_AUTH": "none"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gateway.server", "--port", str(port)], env=env,
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)

@@ -16,6 +16,7 @@ import argparse
 import cProfile
 import dataclasses
 import io
+import json
 import os
 import pstats
 import signal
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--oscore", action="store_true",
+                        help="the deployed setting: every request OSCORE-protected with its bay's sensor key")
     parser.add_argument("--memory", action="store_true",
                         help="instead of cProfile: tracemalloc, what Python memory grows between a quarter of the run and its end")
     parser.add_argument("--rate", type=float, help="requests per second (default: as fast as answered)")
@@ -68,20 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     import gateway.server as gs
 
     with tempfile.TemporaryDirectory() as tmp:
-        url, bays = prepare_database(args.db, IngestConfig(), Path(tmp))
+        url, bays, keys = prepare_database(args.db, IngestConfig(), Path(tmp))
         bays_file = Path(tmp) / "bays.txt"
         bays_file.write_text("\n".join(bays))
+        keys_file = Path(tmp) / "sensor-keys.json"
+        keys_file.write_text(json.dumps(keys))
         gs.GatewayThread._run = _profiled("event-loop thread", gs.GatewayThread._run)
         writer_profile = Path(tmp) / "writer.prof"
         os.environ["PARKING_WRITER_PROFILE"] = str(writer_profile)
-        app = datasets.make_app(url)
+        app = datasets.make_app(url, SENSOR_AUTH="oscore" if args.oscore else "none")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         handle = gs.run_in_thread(app, "127.0.0.1", port)
         try:
             base = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--bays-file", str(bays_file),
-                    "--window", str(args.window), "--timeout", "5"]
+                    "--window", str(args.window), "--timeout", "5"] + (["--oscore", str(keys_file)] if args.oscore else [])
             # Warm-up: one reading per bay (the bay directory as after a day in service); then the
             # profiles and counters start from zero.
             subprocess.run(base + ["--count", str(len(bays)), "--seconds", "120", "--serial", "0"],
@@ -134,10 +139,10 @@ def memory(args) -> int:
     import gateway.server as gs
 
     with tempfile.TemporaryDirectory() as tmp:
-        url, bays = prepare_database(args.db, IngestConfig(), Path(tmp))
+        url, bays, _ = prepare_database(args.db, IngestConfig(), Path(tmp))
         bays_file = Path(tmp) / "bays.txt"
         bays_file.write_text("\n".join(bays))
-        app = datasets.make_app(url)
+        app = datasets.make_app(url, SENSOR_AUTH="none")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -36,10 +36,10 @@ class Config:
     MAX_BACKLOG_DAYS = _env_int("PARKING_MAX_BACKLOG_DAYS", 30)
     # No token configured means admin writes are off, never open.
     ADMIN_TOKEN = os.environ.get("PARKING_ADMIN_TOKEN") or None
-    # "oscore": readings only from sensors holding their own OSCORE context (contract §7; the
-    # default once the simulator speaks OSCORE, so that `make demo` keeps working meanwhile);
+    # "oscore" (the default): readings only from sensors holding their own OSCORE context
+    # (contract §7; the simulator provisions its sensors, so `make demo` runs protected);
     # "none": unprotected readings accepted (a closed network), said so in the gateway's log.
-    SENSOR_AUTH = os.environ.get("PARKING_SENSOR_AUTH", "none")
+    SENSOR_AUTH = os.environ.get("PARKING_SENSOR_AUTH", "oscore")
     TILE_URL = os.environ.get("PARKING_TILE_URL", "")
     TILE_ATTRIBUTION = os.environ.get(
         "PARKING_TILE_ATTRIBUTION", "&copy; OpenStreetMap contributors"

@@ -414,3 +414,44 @@ def test_parking_simulate_without_a_gateway_says_so_in_one_line(city):
         "start one (parking-gateway or parking-run), or set PARKING_COAP_HOST and PARKING_COAP_PORT (or --coap) "
         "to where it listens"
     ], output
+    stored = db.session.scalar(select(func.count()).select_from(Row))
+    assert 0 < stored <= totals.sent
+
+
+def test_live_mode_speaks_oscore_with_a_key_per_sensor(city):
+    """The deployed setting: the simulator provisions a credential per bay and protects every request."""
+    from gateway.server import run_in_thread
+    from gateway.simulator.keys import provision
+    from parking.models import SensorCredential
+
+    city.config["SENSOR_AUTH"] = "oscore"
+    handle = run_in_thread(city, "127.0.0.1", 0)
+    try:
+        model = model_from_db(time.time(), seed=4)
+        keys = provision(city, [sensor.bay for sensor in model.sensors])
+        assert len(keys) == 12 and len({k.sender_id for k in keys.values()}) == 12
+
+        async def scenario():
+            sender = LiveSender(model, "127.0.0.1", handle.port, speed=1200, keys=keys)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(2.0, stop.set)
+            await sender.start()
+            try:
+                await sender.run(stop)
+            finally:
+                await sender.shutdown()
+            return sender.totals
+
+        totals = asyncio.run(scenario())
+        health = handle.gateway.health()
+    finally:
+        handle.stop()
+    assert totals.sent > 0 and totals.errors == 0 and set(totals.codes) == {"2.04"}
+    assert health["refused"]["unprotected"] == 0 and health["answered"]["2.04"] == totals.sent
+    db.session.expire_all()
+    assert 0 < db.session.scalar(select(func.count()).select_from(Row)) <= totals.sent
+    # A second start replaces the simulator's own credentials: fresh keys, sequence numbers from 0.
+    again = provision(city, [sensor.bay for sensor in model.sensors])
+    assert {k.sender_id for k in again.values()}.isdisjoint({k.sender_id for k in keys.values()})
+    assert db.session.scalar(select(func.count()).select_from(SensorCredential)
+                             .where(SensorCredential.revoked_at.is_(None))) == 12

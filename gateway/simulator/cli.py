@@ -24,6 +24,7 @@ from parking.startup import StartupError, check_database, guarded
 
 from .history import backfill, model_from_db
 from .model import choose_seed
+from .keys import provision
 from .sender import run_live
 
 log = logging.getLogger("gateway.simulator")
@@ -43,7 +44,9 @@ def run_simulator(app, backfill_days: float = 0, speed: float = 1.0,
                 model = model_from_db(time.time(), seed)
             log.info("simulator: starting from the stored bay states, seed %d", seed)
     if live:
-        asyncio.run(run_live(model, coap, speed))
+        # Each simulated sensor gets a fresh credential of its own, so the demo runs protected end to end.
+        sensor_keys = provision(app, [sensor.bay for sensor in model.sensors])
+        asyncio.run(run_live(model, coap, speed, keys=sensor_keys))
 
 
 class _sigterm_as_interrupt:

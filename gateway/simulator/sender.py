@@ -1,7 +1,7 @@
 """The simulator's live side: the model advanced in (scaled) real time, each reading a CoAP POST.
 
 `LiveSender` sends every reading as a confirmable CoAP ``POST /occupancy`` with a JSON body
-(contract §3), at most `CONCURRENCY` requests in flight, 5.03 retried after its Max-Age, one
+(contract §3), OSCORE-protected with its bay's sensor key when it has one (`gateway.simulator.keys`), at most `CONCURRENCY` requests in flight, 5.03 retried after its Max-Age, one
 summary log line a minute; `run_live` runs one until it is stopped. Its logic is
 `LiveSender.start/run/shutdown` (after aiocoap's ``cli/fileserver.py``).
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from parking.ingest import Reading
 from parking.startup import StartupError
 
+from .keys import answer_of, protect
 from .model import CityModel
 
 log = logging.getLogger("gateway.simulator")
@@ -61,7 +62,7 @@ class LiveSender:
     """Advances a model in (scaled) real time and sends each reading as a CoAP POST."""
 
     def __init__(self, model: CityModel, host: str, port: int, speed: float = 1.0,
-                 concurrency: int = CONCURRENCY):
+                 concurrency: int = CONCURRENCY, keys: dict | None = None):
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.model = model
@@ -72,6 +73,7 @@ class LiveSender:
         self.totals = Stats()
         self.tasks: set[asyncio.Task] = set()
         self.context = None
+        self.keys = keys  # {bay: its sensor's OSCORE context}; None: send unprotected
         self._warned: set[str] = set()
         self.sending = False  # run() has begun
 
@@ -172,7 +174,7 @@ class LiveSender:
                 request = Message(code=POST, uri=self.uri, payload=payload,
                                   content_format=ContentFormat.JSON)
                 try:
-                    response = await self.context.request(request).response
+                    response = await self._request(request, reading.bay)
                 except CoapError as exc:
                     self._count_error(type(exc).__name__, exc)
                     return
@@ -196,6 +198,14 @@ class LiveSender:
             self._count_error(type(exc).__name__, exc)
         finally:
             self.semaphore.release()
+
+    async def _request(self, request, bay: str):
+        """Send one request, protected with the bay's sensor key (a new sequence number each time)."""
+        key = self.keys.get(bay) if self.keys is not None else None
+        if key is None:
+            return await self.context.request(request).response
+        protected, request_id = protect(key, request)
+        return answer_of(key, await self.context.request(protected).response, request_id)
 
     def _count_error(self, kind: str, exc: Exception) -> None:
         """Count a request that got no answer (network error, timeout)."""
@@ -234,7 +244,7 @@ def parse_hostport(value: str, default_port: int = 5683) -> tuple[str, int]:
 
 
 async def run_live(model: CityModel, coap: str, speed: float = 1.0,
-                   stop: asyncio.Event | None = None) -> None:
+                   stop: asyncio.Event | None = None, keys: dict | None = None) -> None:
     """Send live traffic until `stop` is set, or SIGINT/SIGTERM when no event is given."""
     host, port = parse_hostport(coap)
     if stop is None:
@@ -245,7 +255,7 @@ async def run_live(model: CityModel, coap: str, speed: float = 1.0,
                 loop.add_signal_handler(signum, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
-    sender = LiveSender(model, host, port, speed)
+    sender = LiveSender(model, host, port, speed, keys=keys)
     try:
         await sender.start()
         await sender.run(stop)
