@@ -111,6 +111,34 @@ class SensorKey(OscoreContext):
         """Refused: the gateway answers with the request's nonce and keeps no sequence of its own."""
         raise oscore.ContextUnavailable("the gateway sends no OSCORE message with a sequence number of its own")
 
+    def protect(self, message, request_id=None, *, kid_context=True):
+        """An answer protected with the request's nonce (RFC 8613 §8.3), as aiocoap's `protect`
+        does it, without its copy of the message.
+
+        aiocoap copies the answer (deep-copying its options) only to split off the outer
+        options; an answer's options are all inner, so the plaintext is the message as it is.
+        That copy was the largest cost of a protected request on the event loop. Anything else
+        (a request, a notification, a nonce that may not be reused) is aiocoap's own path.
+        """
+        reusable = None
+        if request_id is not None and message.opt.observe is None and request_id.can_reuse_nonce:
+            reusable = request_id.get_reusable_kid_and_piv()
+        if reusable is None or reusable[0] is None:
+            return super().protect(message, request_id, kid_context=kid_context)
+        kid, piv = reusable
+        outer = aiocoap.Message(code=request_id.code_style.response)
+        outer.transport_tuning = message.transport_tuning
+        outer.opt.oscore = b""  # no Partial IV, no kid: the request's nonce, as RFC 8613 §6.1 allows
+        plaintext = bytes([message.code]) + message.opt.encode()
+        if message.payload:
+            plaintext += b"\xff" + message.payload
+        algorithm = self.alg_aead
+        nonce = self._construct_nonce(piv, kid, algorithm)
+        external_aad = self._extract_external_aad(outer, request_id, local_is_sender=True)
+        aad = oscore.SymmetricEncryptionAlgorithm._build_encrypt0_structure({}, external_aad)
+        outer.payload = algorithm.encrypt(plaintext, aad, self.sender_key, nonce)
+        return outer, request_id
+
 
 class KeyStore:
     """The gateway's sensor contexts by key id; loads from the database on a reader thread."""
