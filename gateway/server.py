@@ -37,7 +37,7 @@ from .refusals import RefusalLog, source_host
 from .resources import MAX_PAYLOAD, LotResource, OccupancyResource, build_site
 from .security import KeyStore, ProtectedSite
 from .transport import DEDUP_WINDOW, SensorMessageManager, _server_context, _tune_transport, limit_aiocoap_log
-from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, RESTART_PAUSE, Writer, WriterStats
+from .writer import GROUP_LIMIT, LOCK_TIMEOUT, QUEUE_LIMIT, RESTART_PAUSE, START_TIMEOUT, Writer, WriterStats
 from .writer_process import storage_unavailable
 
 log = logging.getLogger("parking.gateway")
@@ -339,7 +339,9 @@ class GatewayThread:
         self._thread.start()
         started = asyncio.run_coroutine_threadsafe(self.gateway.start(host, port), self.loop)
         try:
-            started.result(timeout=30)
+            # The writer process may take START_TIMEOUT to import and build its app (a busy
+            # machine); the gateway's own start adds little to that.
+            started.result(timeout=START_TIMEOUT + 30)
         except BaseException:
             self._end_loop()
             raise
