@@ -71,6 +71,8 @@ def init_app(app: Flask) -> None:
                 f"last seen {row['last_seen'] or 'never'}  battery {row['battery']}"
             )
 
+    app.cli.add_command(credentials_group)
+
     @app.cli.command("forecast")
     def forecast_command():
         """Bring every lot's forecast up to date now (what the scheduler does every few minutes)."""
@@ -118,7 +120,6 @@ def _local_midnight(day: str | None, timezone: str, option: str) -> float | None
     except ValueError:
         raise click.BadParameter(f"{day!r} is not a date like 2025-03-01", param_hint=option) from None
     return dt.datetime.combine(date, dt.time(), ZoneInfo(timezone)).timestamp()
-    app.cli.add_command(credentials_group)
 
 
 @click.group("credentials")
