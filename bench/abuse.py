@@ -334,7 +334,7 @@ def run(report: Report, backends: list[str], cfg: AbuseConfig, workdir: Path, lo
 
     workdir.mkdir(parents=True, exist_ok=True)
     for backend in backends:
-        url, bays = prepare_database(backend, IngestConfig(lots=10, bays_per_lot=20), workdir)
+        url, bays, _ = prepare_database(backend, IngestConfig(lots=10, bays_per_lot=20), workdir)
         port = free_udp_port()
         server = Server("gateway", port, workdir / f"abuse-{backend}.log", url)
         try:
