@@ -183,8 +183,9 @@ def test_deployed_snapshot_refreshes_in_the_background_over_http(city, live_serv
     ingest([Reading("GAR-004", True)])
     arrived = time.monotonic()
     while garage()["occupied"] == before["occupied"]:
-        # About one interval (plus a refresh); the fallback of a broken refresh takes ten.
-        assert time.monotonic() - arrived < 3 * INTERVAL, "the list did not change within the interval"
+        # About one interval plus a refresh (five allowed for a loaded machine); the fallback of a
+        # broken refresh takes ten.
+        assert time.monotonic() - arrived < 5 * INTERVAL, "the list did not change within the interval"
         time.sleep(0.2)
     assert garage()["updated_at"] != before["updated_at"]
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
