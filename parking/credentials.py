@@ -166,7 +166,9 @@ def _check(wanted: dict[str, list[str]]) -> None:
     known = set(db.session.scalars(select(Bay.id).where(Bay.id.in_(claimed))))
     missing = [bay for bay in claimed if bay not in known]
     if missing:
-        raise CredentialError(f"unknown bay: {', '.join(sorted(missing))}", 404)
+        # A body naming a bay the city does not have is bad request data (as in a lot import), not a
+        # missing resource of the URL.
+        raise CredentialError(f"unknown bay: {', '.join(sorted(missing))}")
 
 
 def _check_bays_free(wanted: dict[str, list[str]]) -> None:

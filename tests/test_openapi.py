@@ -39,7 +39,8 @@ def test_document_says_what_arguments_and_answers_are(app, client):
             if method == "parameters":
                 continue
             assert op.get("summary"), (method, path)
-            assert "200" in op["responses"] and "default" in op["responses"], (method, path)
+            assert any(code.startswith("2") for code in op["responses"]), (method, path)
+            assert "default" in op["responses"], (method, path)
             for param in op.get("parameters", []):
                 if param["name"] in ("from", "to"):
                     assert param["required"] and param["schema"]["pattern"] == INSTANT_PATTERN, (path, param)

@@ -21,7 +21,7 @@ from ..models import Bay, Lot
 from ..models import Reading as ReadingRow
 from ..timefmt import iso_utc
 from .common import is_lot_id, lot_or_404
-from .ranges import RangeArgsSchema, resolve_range
+from .ranges import DATETIME_PATTERN, RangeArgsSchema, resolve_range
 
 FORECAST_AHEAD = 24 * 3600
 
@@ -42,7 +42,8 @@ class LotsQueryArgsSchema(Schema):
     park_and_ride = fields.Boolean(metadata={"description": "only park-and-ride lots"})
     min_free = fields.Integer(validate=validate.Range(min=0))
     at = fields.AwareDateTime(
-        metadata={"description": "ISO 8601 datetime with offset, up to 24 h ahead: adds properties.forecast"}
+        metadata={"description": "ISO 8601 datetime with offset, up to 24 h ahead: adds properties.forecast",
+                  "pattern": DATETIME_PATTERN}
     )
 
     @validates("at")

@@ -32,6 +32,8 @@ _OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 INSTANT_RE = re.compile(rf"{_DATE}(?:{_TIME}{_OFFSET})?")
 # ECMA-262 flavour for the OpenAPI document (`$` there never matches before a final newline).
 INSTANT_PATTERN = f"^{INSTANT_RE.pattern}$"
+# A datetime with offset only (no bare date): the lot list's forecast instant `at`.
+DATETIME_PATTERN = f"^{_DATE}{_TIME}{_OFFSET}$"
 INSTANT_HELP = ("an ISO date (2026-03-29: local midnight of the lot) or an ISO datetime with offset "
                 "(2026-03-29T08:00:00+01:00), years 1970 to 9998")
 
