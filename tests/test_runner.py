@@ -208,7 +208,8 @@ async def _load_then_signal(coap: int, runner: Runner, after: float, signum: int
 def test_sigterm_under_coap_load_stops_every_part(tmp_path, round_):
     """`make run` stopped by a supervisor (SIGTERM) while sensors post, at a random moment."""
     http, coap = free_port(), free_port(socket.SOCK_DGRAM)
-    runner = Runner([], _env(tmp_path, http, coap, PARKING_LOTS_FILE=str(CITY_FILE)))
+    # Unprotected load (tests/test_oscore.py covers credentials): the stop under load is under test.
+    runner = Runner([], _env(tmp_path, http, coap, PARKING_LOTS_FILE=str(CITY_FILE), PARKING_SENSOR_AUTH="none"))
     try:
         assert runner.wait_for("Press Ctrl-C to stop.", 60), runner.output
         after = random.uniform(0.3, 2.5)

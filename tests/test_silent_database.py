@@ -39,7 +39,8 @@ def silent(_template_dbs, tmp_path):
     proxy = FreezeProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
     proxied = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": proxied, "STALE_AFTER": 1800,
-                      "LOTS_FILE": str(CITY_FILE), "LOTS_SNAPSHOT_SECONDS": 0})
+                      "LOTS_FILE": str(CITY_FILE), "LOTS_SNAPSHOT_SECONDS": 0,
+                      "SENSOR_AUTH": "none"})  # unprotected requests: the database is under test here
     with app.app_context():
         import_lot_file(CITY_FILE, "Europe/Berlin")
         try:
