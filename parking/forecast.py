@@ -91,6 +91,8 @@ def _holiday_sets(region: str, year: int) -> tuple[frozenset, frozenset]:
             else {}
         )
     except (NotImplementedError, KeyError, ValueError):
+        # A region the holidays package does not know: forecast from the weekly profile alone
+        # rather than refuse the lot (the lot's data still shapes its own profile).
         return frozenset(), frozenset()
     return frozenset(public), frozenset(school)
 
