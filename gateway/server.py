@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
+import io
 import logging
 import queue
 import signal
 import sys
 import threading
 import time
+import traceback
 
 import aiocoap
 from aiocoap.numbers.codes import Code
@@ -48,6 +51,37 @@ SUMMARY_INTERVAL = 60.0  # one INFO line per interval instead of one per reading
 # A read of lot counts (GET /lots/<id>, the observe check) not done by then is answered 5.03: the
 # database went silent (its thread is left to the connection's own timeouts, parking.dbconnect).
 READ_DEADLINE = 5.0
+# How long the writer process may take to store what is queued and exit when the gateway stops
+# (then it is killed; what it had not committed was never acknowledged).
+WRITER_STOP_TIMEOUT = 10.0
+# Shutdown's steps in all, at their bounds: the writer (its stop, then 5 s for the process to
+# exit and 5 s after a kill), the last answers (5 s), aiocoap's context (3 s), the readers.
+STOP_STEPS_BUDGET = WRITER_STOP_TIMEOUT + 10 + 5 + 3 + READ_DEADLINE
+
+
+@contextlib.contextmanager
+def _timed_step(name: str, slow: float = 2.0):
+    """Log a shutdown step that took longer than `slow` seconds, by name."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        took = time.monotonic() - started
+        if took > slow:
+            log.warning("stopping the gateway: %s took %.1f s", name, took)
+
+
+def _log_stacks(loop: asyncio.AbstractEventLoop) -> None:
+    """Every thread's stack and every task of `loop`, logged: what a stop that hung was waiting for."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    lines = []
+    for ident, frame in sys._current_frames().items():
+        lines.append(f"thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame)))
+    for task in asyncio.all_tasks(loop):
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        lines.append(stack.getvalue())
+    log.error("the gateway did not stop in time; where it was:\n%s", "\n".join(lines))
 
 
 class Readers(concurrent.futures.Executor):
@@ -198,21 +232,31 @@ class Gateway:
         return self.address[1]
 
     async def shutdown(self) -> None:
-        """Answer what is queued, then close the socket and the threads."""
+        """Answer what is queued, then close the socket and the threads.
+
+        Every step is bounded (STOP_STEPS_BUDGET in all), and a step that takes longer than a
+        second or two is logged by name, so a slow stop says where it spent its time.
+        """
         self.closing = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._refresher is not None:
-            await asyncio.gather(self._refresher, return_exceptions=True)
-        await self.writer.stop()
-        # Let the handlers whose futures the writer settled last send their answers.
-        deadline = time.monotonic() + 5
-        while self.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        with _timed_step("background tasks"):
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._refresher is not None:
+                self._refresher.cancel()
+                await asyncio.gather(self._refresher, return_exceptions=True)
+        with _timed_step("writer"):
+            await self.writer.stop(WRITER_STOP_TIMEOUT)
+        with _timed_step("last answers"):
+            # Let the handlers whose futures the writer settled last send their answers.
+            deadline = time.monotonic() + 5
+            while self.inflight and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         if self.context is not None:
-            await self.context.shutdown()
-        await self._stop_threads()
+            with _timed_step("CoAP context"):
+                await self.context.shutdown()  # aiocoap bounds it (SHUTDOWN_TIMEOUT, 3 s)
+        with _timed_step("threads"):
+            await self._stop_threads()
         self.app.extensions.get("parking_parts", {}).pop("gateway", None)
         if self.app.extensions.get("parking_gateway") is self:
             del self.app.extensions["parking_gateway"]
@@ -366,10 +410,21 @@ class GatewayThread:
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the gateway down cleanly and end the thread."""
+    def stop(self, timeout: float = STOP_STEPS_BUDGET + 15) -> None:
+        """Shut the gateway down cleanly and end the thread.
+
+        Shutdown bounds each of its steps, so `timeout` passing means the event loop itself was
+        held (a blocking call on it): the stacks are logged, the loop is ended anyway, and the
+        caller gets a RuntimeError rather than a silent leak.
+        """
         if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self.gateway.shutdown(), self.loop).result(timeout)
+            stopped = asyncio.run_coroutine_threadsafe(self.gateway.shutdown(), self.loop)
+            try:
+                stopped.result(timeout)
+            except concurrent.futures.TimeoutError:
+                _log_stacks(self.loop)
+                self._end_loop(5.0)
+                raise RuntimeError(f"the gateway did not stop within {timeout:.0f} s (stacks logged)") from None
         self._end_loop(timeout)
 
     def _end_loop(self, timeout: float = 30.0) -> None:
