@@ -25,6 +25,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from .conftest import CITY_FILE, POSTGRES_URL, _postgres_reachable, free_port
+from .test_gateway import coap_client
 
 ROOT = Path(__file__).resolve().parent.parent
 BAYS = [f"PRW-00{i}" for i in range(1, 5)] + [f"GAR-00{i}" for i in range(1, 7)] + ["STR-001", "STR-002"]
@@ -145,6 +146,13 @@ def test_demo_runs_and_stops_cleanly(tmp_path, ending):
             time.sleep(0.2)
         assert answered > 0, runner.output
         assert {"database", "gateway", "scheduler"} <= set(health["parts"])
+        # As deployed, every simulated sensor's readings are OSCORE-protected with its own key
+        # (those 2.04s), and a plain request from anyone else is refused.
+        assert health["parts"]["gateway"]["sensor_auth"] == "oscore"
+        if ending == "SIGINT":
+            plain = coap_client("-m", "post", "-t", "50", "-e", '{"bay": "PRW-001", "occupied": true}',
+                                f"coap://127.0.0.1:{coap}/occupancy")
+            assert plain.stderr.startswith("4.01"), plain.stderr
         # The scheduled rollup ran (the first run is due 5 s after start) and stored hours.
         assert runner.wait_for("rollup: ", 60), runner.output
         with sqlite3.connect(tmp_path / "run.db") as connection:
