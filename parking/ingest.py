@@ -21,7 +21,7 @@ from .dbutil import upsert_insert
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
 from .models import Reading as ReadingRow
-from .occupancy import floor_local_hour
+from .occupancy import continues_run, hours_reached, run_start
 
 # A sensor clock may run a little fast; more than this is a broken clock, and accepting it would
 # freeze the bay's state until real time catches up.
@@ -364,7 +364,7 @@ def _update_bays(
         state, last_ts, since = row.state, row.last_ts, row.state_since
         for r in sorted(new_by_bay.get(bay_id, ()), key=lambda x: x.ts):
             if last_ts is None or r.ts >= last_ts:
-                if not (state == r.occupied and r.ts - last_ts <= stale):
+                if not continues_run(state, last_ts, r.occupied, r.ts, stale):
                     since = r.ts
                 state, last_ts = r.occupied, r.ts
             elif since is None or r.ts >= since - stale:
@@ -394,43 +394,29 @@ def _update_bays(
 
 
 def _run_start(session: Session, bay_id: str, stale: float) -> float | None:
-    """Start of the bay's current run: earliest reading chained to the newest by equal state and gaps ≤ stale."""
+    """Start of the bay's current run (`occupancy.run_start`) from its stored readings."""
     query = (
         select(ReadingRow.ts, ReadingRow.occupied)
         .where(ReadingRow.bay_id == bay_id)
         .order_by(ReadingRow.ts.desc(), ReadingRow.id.desc())
     )
-    start = state = None
-    # Closed explicitly: breaking out early must not leave a server-side cursor open.
+    # Closed explicitly: run_start stops early, which must not leave a server-side cursor open.
     with session.execute(query.execution_options(yield_per=500)) as rows:
-        for ts, occupied in rows:
-            if start is None:
-                start, state = ts, occupied
-                continue
-            if occupied != state or start - ts > stale:
-                break
-            start = ts
-    return start
+        return run_start(rows, stale)
 
 
 def _dirty_hours(
     inserted: Sequence[Reading], bays: dict[str, tuple[str, str]], stale: float
 ) -> set[tuple[str, int]]:
-    """(lot, local hour start) of every hour a reading can change: those overlapping [ts, ts + stale]."""
-    marks: set[tuple[str, int]] = set()
+    """(lot, local hour start) of every hour a reading can change (`occupancy.hours_reached`)."""
     by_lot: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in inserted:
         by_lot[bays[r.bay]].append(r.ts)
-    for (lot_id, tz), stamps in by_lot.items():
-        hour = -math.inf
-        for ts in sorted(stamps):
-            if not hour <= ts < hour + 3600:  # time-zone math only once per hour, not per reading
-                hour = floor_local_hour(ts, tz)
-            h = hour
-            while h <= ts + stale:
-                marks.add((lot_id, int(h)))
-                h += 3600
-    return marks
+    return {
+        (lot_id, int(h))
+        for (lot_id, tz), stamps in by_lot.items()
+        for h in hours_reached(stamps, stale, tz)
+    }
 
 
 def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:

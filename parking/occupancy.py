@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, islice
@@ -35,12 +35,20 @@ __all__ = [
     "Interval",
     "Reading",
     "bay_intervals",
+    "changes_by_bay",
+    "continues_run",
+    "coverage_pct",
     "current_counts",
     "floor_local_hour",
     "hour_label",
     "hour_starts",
     "hourly_figures",
+    "hours_reached",
     "local_midnight",
+    "occupancy_pct",
+    "percent",
+    "reach_hours",
+    "run_start",
     "state_changes",
     "stays",
 ]
@@ -182,6 +190,34 @@ def hour_label(h: float, tz_name: TimeZone) -> str:
     return datetime.datetime.fromtimestamp(h, _zone(tz_name)).isoformat(timespec="seconds")
 
 
+def reach_hours(first: float, last: float, stale_after: float, tz_name: TimeZone) -> Iterator[float]:
+    """Start of every local hour that readings stamped in [first, last] can change, ascending.
+
+    A reading at t says the bay's state on [t, t + stale_after), and the next reading up to
+    stale_after later can be an arrival because of it: so it can change every hour overlapping
+    the closed [t, t + stale_after]. These are the hours ingest marks dirty and a rollup redoes.
+    """
+    h = floor_local_hour(first, tz_name)
+    while h <= last + stale_after:
+        yield h
+        h += HOUR
+
+
+def hours_reached(stamps: Iterable[float], stale_after: float, tz_name: TimeZone) -> set[float]:
+    """Start of every local hour that readings at these instants can change: `reach_hours` of
+    each reading, the zone's arithmetic done once per hour the readings fall in, not per reading."""
+    hours: set[float] = set()
+    hour = -inf
+    for ts in sorted(stamps):
+        if not hour <= ts < hour + HOUR:
+            hour = floor_local_hour(ts, tz_name)
+        h = hour  # = floor_local_hour(ts): reach_hours(ts, ts, ...) from here
+        while h <= ts + stale_after:
+            hours.add(h)
+            h += HOUR
+    return hours
+
+
 # --------------------------------------------------------------------------- hourly figures
 
 
@@ -203,8 +239,8 @@ class HourFigures:
         return occupancy_pct(self.occupied_seconds, self.known_seconds)
 
     @property
-    def coverage_pct(self) -> float:
-        """100 × known / (bays × span) seconds, one decimal; 0.0 when there is nothing to cover."""
+    def coverage_pct(self) -> float | None:
+        """100 × known / (bays × span) seconds, one decimal; None when there is nothing to cover."""
         return coverage_pct(self.known_seconds, self.bays, self.span_seconds)
 
     def as_tuple(self) -> tuple:
@@ -213,19 +249,26 @@ class HourFigures:
                 self.span_seconds, self.peak_occupied, self.arrivals)
 
 
+def percent(part: float, whole: float) -> float | None:
+    """100 × part / whole with one decimal; None when whole is 0.
+
+    The one percentage of every utilization figure (hourly rows, summaries, days, heatmap cells):
+    an empty denominator (no bay, no known second, an hour not begun) means there is no figure,
+    which is null in JSON and an empty CSV cell, never 0 %.
+    """
+    if whole <= 0:
+        return None
+    return round(100.0 * part / whole, 1)
+
+
 def occupancy_pct(occupied_seconds: float, known_seconds: float) -> float | None:
     """100 × occupied / known seconds, one decimal; None when nothing was known."""
-    if known_seconds <= 0:
-        return None
-    return round(100.0 * occupied_seconds / known_seconds, 1)
+    return percent(occupied_seconds, known_seconds)
 
 
-def coverage_pct(known_seconds: float, bays: int, span_seconds: float) -> float:
-    """100 × known / (bays × span) seconds, one decimal; 0.0 when there is nothing to cover."""
-    capacity = bays * span_seconds
-    if capacity <= 0:
-        return 0.0
-    return round(100.0 * known_seconds / capacity, 1)
+def coverage_pct(known_seconds: float, bays: int, span_seconds: float) -> float | None:
+    """100 × known / (bays × span) seconds, one decimal; None when there is nothing to cover."""
+    return percent(known_seconds, bays * span_seconds)
 
 
 def hourly_figures(
@@ -355,16 +398,54 @@ def stays(readings: Sequence[Reading], stale_after: float) -> list[tuple[float, 
     return result
 
 
-def state_changes(readings: Iterable[Reading]) -> list[Reading]:
-    """Readings whose state differs from the previous reading's (the first one included)."""
-    changes: list[Reading] = []
-    last: bool | None = None
-    for ts, occupied in readings:
+def state_changes(readings: Iterable[Reading], before: bool | None = None) -> list[Reading]:
+    """Readings whose state differs from the previous reading's (the first one included, unless
+    it repeats `before`, the bay's state before these readings)."""
+    return [(ts, occupied) for _, ts, occupied in
+            changes_by_bay(((None, ts, occupied) for ts, occupied in readings), {None: before})]
+
+
+def changes_by_bay(
+    rows: Iterable[tuple[str, float, bool]], last: MutableMapping[str, bool | None]
+) -> Iterator[tuple[str, float, bool]]:
+    """The (bay, ts, occupied) rows, in storage order, that change their bay's state (contract §4,
+    events CSV): a bay's first reading does, unless it repeats `last[bay]`, its state before
+    these rows; a heartbeat repeating the state does not. Rows of several bays may interleave.
+
+    `last` is brought up to date as the rows go by, so a long history can be fed in parts."""
+    for bay, ts, occupied in rows:
         occupied = bool(occupied)
-        if occupied is not last:
-            changes.append((ts, occupied))
-            last = occupied
-    return changes
+        previous = last.get(bay)
+        if previous is None or bool(previous) is not occupied:
+            yield bay, ts, occupied
+        last[bay] = occupied
+
+
+# --------------------------------------------------------------------------- current run
+
+
+def continues_run(state: bool | None, last_ts: float | None, occupied: bool, ts: float,
+                  stale_after: float) -> bool:
+    """Whether a reading (ts, occupied) at or after the bay's newest (last_ts, state) continues
+    the bay's current run: the same state, with no gap longer than stale_after (a stale gap
+    ends the run, as the bay was unknown in between)."""
+    return state is not None and state == occupied and ts - last_ts <= stale_after
+
+
+def run_start(newest_first: Iterable[Reading], stale_after: float) -> float | None:
+    """Start of the current run (a bay's `state_since`) from its readings, newest first: the
+    earliest reading chained to the newest by `continues_run`; None without readings.
+
+    Reads only as far back as the run goes, so a cursor can be handed in and closed after."""
+    start = state = None
+    for ts, occupied in newest_first:
+        if start is None:
+            start, state = ts, bool(occupied)
+        elif continues_run(bool(occupied), ts, state, start, stale_after):
+            start = ts  # the earlier reading (ts, occupied) is continued by the run's start
+        else:
+            break
+    return start
 
 
 # --------------------------------------------------------------------------- current counts

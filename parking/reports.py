@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 
 from .models import Lot
-from .occupancy import HourFigures, hour_label, stays
+from .occupancy import HourFigures, hour_label, percent, stays
 from .rollup import hourly_rows_of_lots, lot_readings, utilization, utilization_of_lots
 
 BUSY_PCT = 85.0
@@ -37,11 +37,6 @@ def hour_row(f: HourFigures, tz: str) -> dict:
         "coverage_pct": f.coverage_pct,
         "bays": f.bays,
     }
-
-
-def _pct(part: float, whole: float) -> float | None:
-    """100 × part / whole with one decimal, None when whole is 0."""
-    return round(100.0 * part / whole, 1) if whole > 0 else None
 
 
 @dataclass
@@ -79,7 +74,7 @@ def summarize(lot: Lot, start: float, end: float, figures: Sequence[HourFigures]
         lot=lot.id,
         name=lot.name,
         bays=bays,
-        mean_occupancy_pct=_pct(occupied, known),
+        mean_occupancy_pct=percent(occupied, known),
         peak_hour=hour_label(peak.hour_start, lot.timezone) if peak else None,
         peak_hour_occupancy_pct=peak.occupancy_pct if peak else None,
         hours_above_85=sum(1 for f in rated if f.occupancy_pct > BUSY_PCT),
@@ -88,7 +83,7 @@ def summarize(lot: Lot, start: float, end: float, figures: Sequence[HourFigures]
         median_dwell_minutes=round(statistics.median(durations), 1) if durations else None,
         completed_stays=len(durations),
         turnover_per_bay_per_day=round(arrivals / bays / days, 2) if bays and days >= 1 / 24 else None,
-        coverage_pct=_pct(known, capacity),
+        coverage_pct=percent(known, capacity),
     )
 
 
@@ -138,7 +133,7 @@ def daily_rows(figures: Sequence[HourFigures], tz: str) -> list[dict]:
         if f.occupancy_pct is not None:
             peaks[date] = max(peaks.get(date, f.occupancy_pct), f.occupancy_pct)
     return [
-        {"date": date, "mean_pct": _pct(occ, known), "peak_pct": peaks.get(date), "coverage_pct": _pct(known, cap)}
+        {"date": date, "mean_pct": percent(occ, known), "peak_pct": peaks.get(date), "coverage_pct": percent(known, cap)}
         for date, (occ, known, cap) in sorted(days.items())
     ]
 
@@ -152,7 +147,7 @@ def heatmap(figures: Sequence[HourFigures], tz: str) -> list[list[float | None]]
         cell = cells[(local.weekday(), local.hour)]
         cell[0] += f.occupied_seconds
         cell[1] += f.known_seconds
-    return [[_pct(*cells[(wd, h)]) for h in range(24)] for wd in range(7)]
+    return [[percent(*cells[(wd, h)]) for h in range(24)] for wd in range(7)]
 
 
 def pattern(lots: Sequence[Lot], start_for, end_for) -> dict:
@@ -173,18 +168,18 @@ def csv_lines(lots: Sequence[Lot], start_for, end_for) -> Iterator[str]:
         # times for a month of a 1,000-lot city (docs/benchmarks.md). `_pct_cell` gives exactly
         # the text of HourFigures' percentages (tests/test_reports.py proves it).
         yield "".join([
-            f"{prefix},{hour_label(h, tz)},{_pct_cell(occupied, known, '')},{peak},{arrivals},"
-            f"{_pct_cell(known, bays * span, '0.0')},{bays}\n"
+            f"{prefix},{hour_label(h, tz)},{_pct_cell(occupied, known)},{peak},{arrivals},"
+            f"{_pct_cell(known, bays * span)},{bays}\n"
             for h, bays, occupied, known, span, peak, arrivals in rows
         ])
 
 
-def _pct_cell(part: float, whole: float, empty: str) -> str:
-    """100 × part / whole with one decimal as text, `empty` when whole is 0.
+def _pct_cell(part: float, whole: float) -> str:
+    """`occupancy.percent` as CSV text: one decimal, empty when whole is 0 (no figure).
 
     '%.1f' rounds the exact binary value half-to-even, as round(x, 1) does, so this is the text
-    of `occupancy.occupancy_pct` / `coverage_pct` without building the rounded float."""
-    return f"{100.0 * part / whole:.1f}" if whole > 0 else empty
+    of `occupancy.percent` without building the rounded float."""
+    return f"{100.0 * part / whole:.1f}" if whole > 0 else ""
 
 
 def _csv_cells(*values: str) -> str:

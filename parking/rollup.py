@@ -25,7 +25,7 @@ from .extensions import db
 from .dbutil import driver_tuples, in_subquery, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
 from .models import Reading as ReadingRow
-from .occupancy import HOUR, HourFigures, floor_local_hour, hour_starts, hourly_figures
+from .occupancy import HOUR, HourFigures, hour_starts, hourly_figures, reach_hours
 
 # On-the-fly and rollup work is done in windows of this many hours, to bound memory.
 WINDOW_HOURS = 168
@@ -240,12 +240,11 @@ def mark_all() -> int:
         .join(Lot, Lot.id == Bay.lot_id)
         .group_by(Bay.lot_id, Lot.timezone)
     ).all()
-    rows = []
-    for lot_id, tz, first, last in spans:
-        h = floor_local_hour(first, tz)
-        while h <= last + stale:
-            rows.append({"lot_id": lot_id, "hour_start": int(h), "version": 1})
-            h += HOUR
+    rows = [
+        {"lot_id": lot_id, "hour_start": int(h), "version": 1}
+        for lot_id, tz, first, last in spans
+        for h in reach_hours(first, last, stale, tz)
+    ]
     table = RollupDirty.__table__
     stmt = upsert_insert(db.session, table)
     stmt = stmt.on_conflict_do_update(

@@ -22,12 +22,20 @@ from parking.occupancy import (
     HourFigures,
     Interval,
     bay_intervals,
+    changes_by_bay,
+    continues_run,
+    coverage_pct,
     current_counts,
     floor_local_hour,
     hour_label,
     hour_starts,
     hourly_figures,
+    hours_reached,
     local_midnight,
+    occupancy_pct,
+    percent,
+    reach_hours,
+    run_start,
     state_changes,
     stays,
 )
@@ -193,9 +201,12 @@ def test_hourly_figures_match_brute_force(lot):
     got = hourly_figures(readings_by_bay, bay_count, hours, stale_after, now=now)
     want = reference_hourly(readings_by_bay, bay_count, hours, stale_after, now)
     assert as_integers(got) == as_integers(want)
-    for f in got:
+    for f, w in zip(got, want):
         assert 0 <= f.occupied_seconds <= f.known_seconds <= f.bays * f.span_seconds
-        assert f.coverage_pct <= 100.0
+        # The percentages: None exactly where the reference's denominator is empty.
+        assert (f.occupancy_pct is None) == (w.known_seconds == 0)
+        assert (f.coverage_pct is None) == (w.bays * w.span_seconds == 0)
+        assert f.coverage_pct is None or f.coverage_pct <= 100.0
 
 
 @DETERMINISTIC
@@ -241,6 +252,118 @@ def test_stays_match_brute_force_on_distinct_ts(case):
 def test_state_changes_are_the_first_reading_of_each_run(readings):
     runs = [next(run) for _, run in groupby(readings, key=itemgetter(1))]
     assert state_changes(readings) == runs
+
+
+def reference_run_start(readings, stale_after):
+    """First second of the newest reading's run: walk the painted states back from it."""
+    if not readings:
+        return None
+    lo, newest = readings[0][0], readings[-1][0]
+    row = paint(readings, stale_after, lo, newest + 1)
+    s = newest - lo
+    while s > 0 and row[s - 1] == row[newest - lo]:
+        s -= 1
+    return lo + s
+
+
+def folded_since(readings, stale_after):
+    """state_since kept up reading by reading, as ingest does for readings arriving in order."""
+    state = last_ts = since = None
+    for ts, occupied in readings:
+        if not continues_run(state, last_ts, occupied, ts, stale_after):
+            since = ts
+        state, last_ts = occupied, ts
+    return since
+
+
+@DETERMINISTIC
+@given(
+    st.integers(30, 1800).flatmap(
+        lambda stale: st.tuples(st.just(stale), bay_readings(BASE, BASE, stale, min_gap=1))
+    )
+)
+def test_run_start_matches_painting_on_distinct_ts(case):
+    """state_since: the start of the newest reading's run, whether walked back from the newest
+    (run_start, after a late reading) or kept up reading by reading (continues_run)."""
+    stale_after, readings = case
+    want = reference_run_start(readings, stale_after)
+    assert run_start(reversed(readings), stale_after) == want
+    assert folded_since(readings, stale_after) == want
+
+
+@DETERMINISTIC
+@given(st.integers(30, 1800).flatmap(lambda stale: st.tuples(st.just(stale), bay_readings(BASE, BASE, stale))))
+def test_run_start_walked_back_equals_kept_up(case):
+    """With equal ts too, where a state superseded in the same second still counts as a change
+    (the events CSV lists it), so the run starts at that second, not where painting says."""
+    stale_after, readings = case
+    assert run_start(reversed(readings), stale_after) == folded_since(readings, stale_after)
+
+
+@settings(DETERMINISTIC, max_examples=examples(100))
+@given(
+    st.integers(30, 1800).flatmap(
+        lambda stale: st.lists(bay_readings(BASE, BASE + 600, stale), min_size=1, max_size=4)
+    ),
+    st.integers(BASE, BASE + 4 * 1800),
+)
+def test_changes_by_bay_are_the_first_reading_of_each_run(bays, split):
+    """The events CSV's changes over interleaved bays from `split` on, each bay's earlier
+    readings deciding its first: the first reading of each run of the bay's whole history."""
+    rows = sorted(((f"B{i}", t, occ) for i, r in enumerate(bays) for t, occ in r), key=itemgetter(1))
+    before = {}
+    for bay, t, occ in rows:
+        if t < split:
+            before[bay] = occ
+    got = list(changes_by_bay([r for r in rows if r[1] >= split], before))
+    runs = [(f"B{i}", *next(run)) for i, r in enumerate(bays) for _, run in groupby(r, key=itemgetter(1))]
+    want = sorted((r for r in runs if r[1] >= split), key=itemgetter(1))
+    assert sorted(got, key=itemgetter(0, 1)) == sorted(want, key=itemgetter(0, 1))
+    assert [t for _, t, _ in got] == sorted(t for _, t, _ in got)
+
+
+@settings(DETERMINISTIC, max_examples=examples(100))
+@given(
+    st.integers(30, 1800).flatmap(
+        lambda stale: st.tuples(
+            st.just(stale),
+            st.lists(bay_readings(BASE - stale, BASE + 3 * UTC_HOUR, stale), min_size=1, max_size=3),
+            st.lists(st.tuples(st.integers(0, 2), st.integers(BASE - stale, BASE + 4 * UTC_HOUR),
+                               st.booleans()), min_size=1, max_size=4),
+        )
+    )
+)
+def test_hours_reached_are_the_hours_late_readings_can_change(case):
+    """Every hour whose brute-force figures change when late readings arrive is among the hours
+    `hours_reached` marks dirty; and those are exactly the hours overlapping [ts, ts + stale]."""
+    stale_after, bays, late = case
+    before = {f"B{i}": r for i, r in enumerate(bays)}
+    after = {bay: list(r) for bay, r in before.items()}
+    for which, t, occupied in late:
+        old = after.setdefault(f"B{which}", [])
+        old.insert(bisect_right([ts for ts, _ in old], t), (t, occupied))
+    hours = [BASE + k * UTC_HOUR - 2 * UTC_HOUR for k in range(9)]
+    stamps = [t for _, t, _ in late]
+    reached = hours_reached(stamps, stale_after, "UTC")
+    assert reached == {h for h in hours for t in stamps if h <= t + stale_after and t < h + UTC_HOUR}
+    fig_before = reference_hourly(before, 3, hours, stale_after, None)
+    fig_after = reference_hourly(after, 3, hours, stale_after, None)
+    changed = {b.hour_start for b, a in zip(fig_before, fig_after) if as_integers([a]) != as_integers([b])}
+    assert changed <= reached
+
+
+def test_hours_reached_in_local_hours():
+    """Local hours, the zone's arithmetic shared: a half-hour zone's hours start at :30 UTC."""
+    t = utc(2026, 3, 29, 9, 50)  # 15:20 in Asia/Kolkata (+05:30), hour from 09:30 UTC
+    assert hours_reached([t, t + 60], 3000, "Asia/Kolkata") == {utc(2026, 3, 29, 9, 30), utc(2026, 3, 29, 10, 30)}
+    assert list(reach_hours(t, t + 7200, 0, "Asia/Kolkata")) == [utc(2026, 3, 29, h, 30) for h in (9, 10, 11)]
+    assert hours_reached([], 1800, "UTC") == set()
+
+
+def test_percent_has_no_figure_for_an_empty_denominator():
+    assert (percent(1, 3), percent(0, 3), percent(0, 0), percent(5, 0)) == (33.3, 0.0, None, None)
+    assert occupancy_pct(0, 0) is None and coverage_pct(0, 0, 3600) is None and coverage_pct(0, 5, 0) is None
+    assert coverage_pct(1800, 1, 3600) == 50.0
 
 
 @settings(DETERMINISTIC, max_examples=examples(100))
@@ -420,9 +543,10 @@ def test_carry_in_from_before_the_hour():
 def test_nothing_known():
     f = one_hour({"a": [(-5000, True)], "b": []}, 3, 1800)
     assert f.occupancy_pct is None
-    assert f.coverage_pct == 0.0
+    assert f.coverage_pct == 0.0  # three bays, none known: 0 % of them
     empty = one_hour({}, 0, 1800)
-    assert (empty.occupancy_pct, empty.coverage_pct, empty.peak_occupied) == (None, 0.0, 0)
+    # No bay: nothing to cover, so no figure ("no coverage" is not 0 %).
+    assert (empty.occupancy_pct, empty.coverage_pct, empty.peak_occupied) == (None, None, 0)
 
 
 def test_now_inside_the_hour():
@@ -433,7 +557,7 @@ def test_now_inside_the_hour():
     assert f.coverage_pct == 100.0
     assert f.occupancy_pct == 66.7
     [later] = hourly_figures({"a": readings}, 1, [3600.0], 3600, now=1800)
-    assert (later.span_seconds, later.known_seconds, later.coverage_pct) == (0, 0, 0.0)
+    assert (later.span_seconds, later.known_seconds, later.coverage_pct) == (0, 0, None)  # not begun
 
 
 def test_late_reading_changes_exactly_the_hours_it_reaches():
@@ -489,7 +613,17 @@ def test_stays_worked():
 def test_state_changes_skip_heartbeats():
     readings = [(0, False), (60, False), (120, True), (180, True), (240, False)]
     assert state_changes(readings) == [(0, False), (120, True), (240, False)]
+    assert state_changes(readings, before=False) == [(120, True), (240, False)]
     assert state_changes([]) == []
+
+
+def test_run_start_worked():
+    newest_first = [(5000, True), (4000, True), (3000, False), (2900, False)]
+    assert run_start(newest_first, 1800) == 4000
+    assert run_start([(5000, True), (3000, True)], 1800) == 5000  # a stale gap restarts the run
+    assert run_start([], 1800) is None
+    assert run_start([(1, False), (1, True), (0, False)], 1800) == 1  # a same-second flip and back
+    assert not continues_run(None, None, True, 0, 1800)  # a bay's first reading starts a run
 
 
 def test_current_counts():

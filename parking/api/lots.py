@@ -19,6 +19,7 @@ from ..forecasting import forecast_at
 from ..lots import FeatureSchema, LotFileError, import_lots
 from ..models import Bay, Lot
 from ..models import Reading as ReadingRow
+from ..occupancy import changes_by_bay
 from ..timefmt import iso_utc
 from .common import is_lot_id, lot_or_404
 from .ranges import DATETIME_PATTERN, RangeArgsSchema, resolve_range
@@ -182,7 +183,8 @@ class LotEventsView(MethodView):
 
 
 def _event_rows(lot_id: str, start: float, end: float):
-    """CSV lines of state changes in [start, end); each bay's state before start decides the first."""
+    """CSV lines of state changes (`occupancy.changes_by_bay`) in [start, end); each bay's state
+    before start decides whether its first reading in the range is one."""
     last_before = (
         select(ReadingRow.bay_id, func.max(ReadingRow.ts).label("ts"))
         .join(Bay, Bay.id == ReadingRow.bay_id)
@@ -190,7 +192,7 @@ def _event_rows(lot_id: str, start: float, end: float):
         .group_by(ReadingRow.bay_id)
         .subquery()
     )
-    previous: dict[str, bool] = {}
+    previous: dict[str, bool | None] = {}
     prior = select(ReadingRow.bay_id, ReadingRow.occupied, ReadingRow.id).join(
         last_before,
         and_(ReadingRow.bay_id == last_before.c.bay_id, ReadingRow.ts == last_before.c.ts),
@@ -207,12 +209,10 @@ def _event_rows(lot_id: str, start: float, end: float):
         .order_by(ReadingRow.ts, ReadingRow.id)
         .execution_options(yield_per=5000)
     )
-    for count, (bay_id, ts, occupied) in enumerate(rows):
-        if previous.get(bay_id) != occupied:
+    for chunk in rows.partitions(1000):  # streamed: a year of a lot is millions of readings
+        for bay_id, ts, occupied in changes_by_bay(chunk, previous):
             writer.writerow([bay_id, iso_utc(ts), "true" if occupied else "false"])
-        previous[bay_id] = occupied
-        if count % 1000 == 999:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
     yield buffer.getvalue()

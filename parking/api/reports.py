@@ -37,7 +37,7 @@ class HourRowSchema(Schema):
     occupancy_pct = fields.Float(allow_none=True)
     peak_occupied = fields.Integer()
     arrivals = fields.Integer()
-    coverage_pct = fields.Float()
+    coverage_pct = fields.Float(allow_none=True)  # null: no bay, or an hour not begun
     bays = fields.Integer()
 
 
