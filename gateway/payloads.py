@@ -23,6 +23,7 @@ import cbor2
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from parking.ingest import SEQ_MAX, Reading
+from parking.validation import ID_BODY, IdFormat, describe_errors, is_id
 
 from .errors import PayloadError, UnsupportedFormat
 
@@ -32,8 +33,7 @@ SENML_JSON = 110
 SENML_CBOR = 112
 CONTENT_FORMATS = {JSON: "JSON", CBOR: "CBOR", SENML_JSON: "SenML JSON", SENML_CBOR: "SenML CBOR"}
 
-BAY_PATTERN = r"[A-Za-z0-9_-]{1,64}"
-PRESENCE_NAME = re.compile(rf"urn:dev:bay:({BAY_PATTERN}):presence")
+PRESENCE_NAME = re.compile(rf"urn:dev:bay:({ID_BODY}):presence")
 # RFC 8428 §4.5.3: a resolved time below 2**28 is relative to now (0 means "roughly now").
 SENML_RELATIVE_LIMIT = 2**28
 SENML_VERSION = 10
@@ -113,7 +113,7 @@ class ReadingSchema(Schema):
 
     bay = _Text(
         required=True,
-        validate=validate.Regexp(rf"\A{BAY_PATTERN}\Z", error="must be 1-64 of A-Z a-z 0-9 _ -"),
+        validate=IdFormat(),
         error_messages={**_MISSING, "invalid": "must be a string"},
     )
     occupied = _StrictBool(required=True, error_messages=_MISSING)
@@ -218,7 +218,6 @@ def _parse_cbor(payload: bytes):
 
 
 _FIELDS = frozenset(("bay", "occupied", "ts", "seq", "battery"))
-_BAY = re.compile(BAY_PATTERN)
 _isfinite = math.isfinite
 # Integers up to this size convert to a finite float; larger ones are left to the schema.
 _INT_AS_FLOAT = 2**1000
@@ -228,7 +227,7 @@ def _fast_reading(item) -> Reading | None:
     """One map as a Reading when it is valid in the plain shape; None means "ask the schema".
 
     Accepts only what `ReadingSchema` accepts, giving the same Reading: a dict with text keys
-    among the five fields, `bay` text matching BAY_PATTERN, `occupied` a boolean, `ts` null or a
+    among the five fields, `bay` an id (parking.validation), `occupied` a boolean, `ts` null or a
     finite int/float (not a boolean), `seq` and `battery` null or ints in range (not booleans).
     Anything else (a byte string for `bay` included) goes the slow way, where the schema words
     the refusal.
@@ -237,7 +236,7 @@ def _fast_reading(item) -> Reading | None:
         return None
     bay = item.get("bay")
     occupied = item.get("occupied")
-    if type(bay) is not str or type(occupied) is not bool or _BAY.fullmatch(bay) is None:
+    if type(bay) is not str or type(occupied) is not bool or not is_id(bay):
         return None
     ts = item.get("ts")
     if ts is not None:
@@ -320,15 +319,12 @@ def _check_keys(item: Mapping, where: str) -> None:
 
 
 def _describe(messages: dict) -> str:
-    """marshmallow's error dict for one map as one short line."""
+    """marshmallow's error dict for one map as one short line: an unknown key alone (the usual
+    mistake, named first), else every field in name order (`parking.validation`)."""
     unknown = sorted(k for k, v in messages.items() if v == ["Unknown field."])
     if unknown:
         return f"unknown key {unknown[0]!r}"
-    parts = []
-    for key in sorted(messages):
-        text = "; ".join(messages[key]) if isinstance(messages[key], list) else str(messages[key])
-        parts.append(text if key == "_schema" else f"{key}: {text}")
-    return "; ".join(parts)
+    return describe_errors(messages, sort=True)
 
 
 def _senml_readings(pack, cbor_labels: bool, now: float) -> list[Reading]:

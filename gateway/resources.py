@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from parking.current import LotState
 from parking.timefmt import iso_utc
+from parking.validation import is_id
 
 from . import payloads
 from .blockwise import Block1Assembler, Whole
@@ -129,9 +129,6 @@ class _Watch:
     free: int | None = None
 
 
-LOT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 class LotResource(resource.ObservableResource, resource.PathCapable):
     """GET /lots/<lot id>: the lot's counts now; observers are notified when `free` changes."""
 
@@ -207,7 +204,7 @@ class LotResource(resource.ObservableResource, resource.PathCapable):
 def _lot_id(request) -> str:
     """The lot id from the path below /lots/; raises 4.04 for anything else."""
     path = request.opt.uri_path
-    if len(path) != 1 or not LOT_ID.fullmatch(path[0]):
+    if len(path) != 1 or not is_id(path[0]):
         raise error.NotFound("unknown lot: " + "/".join(path)[:64])
     return path[0]
 

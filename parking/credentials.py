@@ -9,14 +9,13 @@ sensor makers what to do with the settings.
 """
 from __future__ import annotations
 
-import re
 import secrets
 import time
 
 from sqlalchemy import select
 
 from .extensions import db
-from .lots import ID_PATTERN
+from .validation import ID_ERROR, is_id
 from .models import Bay, CredentialBay, SensorCredential
 from .timefmt import iso_utc
 
@@ -30,7 +29,6 @@ SALT_BYTES = 8  # RFC 8613 §3.1 recommends 8 bytes of salt
 # differ from the sensor's own id within one context, and the key id the gateway looks up is the
 # sensor's.
 GATEWAY_ID = b"\x00"
-_ID = re.compile(ID_PATTERN)
 
 
 class CredentialError(Exception):
@@ -156,8 +154,8 @@ def _check(wanted: dict[str, list[str]]) -> None:
     """Each sensor id's form; at least one bay each, every bay known and claimed by one sensor."""
     claimed: dict[str, str] = {}
     for sensor_id, bays in wanted.items():
-        if not _ID.match(sensor_id or ""):
-            raise CredentialError("sensor id: must be 1-64 of A-Z a-z 0-9 _ -")
+        if not is_id(sensor_id):
+            raise CredentialError(f"sensor id: {ID_ERROR}")
         if not bays:
             raise CredentialError("give at least one bay the sensor reports (--bay)")
         for bay in bays:

@@ -7,6 +7,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
+from .validation import describe_errors
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,9 @@ def _database_errors():
 
 
 def _describe(messages) -> str:
-    """flask-smorest's {location: {field: [msg]}} as 'field: msg; …' naming each argument."""
-    parts = []
-    for location, fields in messages.items():
-        if isinstance(fields, dict):
-            for name, msgs in fields.items():
-                text = "; ".join(msgs) if isinstance(msgs, list) else str(msgs)
-                parts.append(f"{name}: {text}")
-        else:
-            parts.append(f"{location}: {fields}")
-    return "; ".join(parts)
+    """flask-smorest's {location: {field: [msg]}} as 'field: msg; …' naming each argument
+    (`parking.validation`; the location, query or json, goes without saying)."""
+    return "; ".join(
+        describe_errors(fields if isinstance(fields, dict) else {location: fields})
+        for location, fields in messages.items()
+    )

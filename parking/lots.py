@@ -23,10 +23,10 @@ from sqlalchemy import func, select
 from .extensions import db
 from .ingest import forget_bays
 from .models import Bay, Lot
+from .validation import IdFormat, describe_errors
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CATEGORIES = ("parkingLot", "parkingGarage", "underground", "onStreet")
-_id_field = dict(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"))
+_id_field = dict(validate=IdFormat())
 
 
 class LotFileError(Exception):
@@ -200,7 +200,7 @@ def validate_collection(doc: Any, default_timezone: str) -> list[dict]:
         try:
             feature = FeatureSchema().load(raw if isinstance(raw, dict) else {})
         except ValidationError as exc:
-            errors.append(f"{label}: {_flatten(exc.messages)}")
+            errors.append(f"{label}: {describe_errors(exc.messages)}")
             continue
         feature["properties"]["timezone"] = feature["properties"]["timezone"] or default_timezone
         for bay in feature["properties"]["bays"]:
@@ -215,17 +215,6 @@ def validate_collection(doc: Any, default_timezone: str) -> list[dict]:
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         raise LotFileError("; ".join(errors[:10]) + more)
     return [feature for _, feature in loaded]
-
-
-def _flatten(messages: Any, prefix: str = "") -> str:
-    """marshmallow's nested error dict as 'properties.bays.2: must be …' text."""
-    if isinstance(messages, dict):
-        parts = [_flatten(v, f"{prefix}{k}." if not prefix else f"{prefix}{k}.") for k, v in messages.items()]
-        return "; ".join(parts)
-    if isinstance(messages, list):
-        text = ", ".join(str(m) for m in messages if not isinstance(m, dict | list))
-        return f"{prefix.rstrip('.')}: {text}" if prefix else text
-    return f"{prefix.rstrip('.')}: {messages}"
 
 
 def import_lots(doc: Any, default_timezone: str) -> dict[str, int]:

@@ -1,27 +1,23 @@
 """Shared pieces of the API: lot look-up (the date-range arguments live in .ranges)."""
 from __future__ import annotations
 
-import re
-
 from flask_smorest import abort
-from marshmallow import fields, validate
+from marshmallow import fields
 
 from ..extensions import db
-from ..lots import ID_PATTERN
 from ..models import Lot
-
-_ID = re.compile(ID_PATTERN)
+from ..validation import IdFormat, is_id
 
 
 def lot_id_field(**kwargs) -> fields.String:
     """A lot id argument: refused with 400 unless of the id pattern (it is published with it)."""
-    return fields.String(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"), **kwargs)
+    return fields.String(validate=IdFormat(), **kwargs)
 
 
 def is_lot_id(text: str) -> bool:
     """Whether the text can be a lot id at all: anything else names no lot and is never sent to
     the database (PostgreSQL refuses text with NUL characters outright)."""
-    return _ID.fullmatch(text) is not None
+    return is_id(text)
 
 
 def lot_or_404(lot_id: str) -> Lot:

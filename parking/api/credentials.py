@@ -8,12 +8,12 @@ from marshmallow import Schema, fields, validate
 from ..auth import require_admin
 from ..credentials import CredentialError, add, listing, revoke
 from ..extensions import Blueprint
-from ..lots import ID_PATTERN
+from ..validation import IdFormat
 
 blp = Blueprint("credentials", __name__, url_prefix="/api/credentials",
                 description="Sensors' OSCORE credentials (admin)")
 
-_ID = dict(validate=validate.Regexp(ID_PATTERN, error="must be 1-64 of A-Z a-z 0-9 _ -"))
+_ID = dict(validate=IdFormat())
 
 
 class CredentialCreateSchema(Schema):
