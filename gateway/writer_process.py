@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from parking.dbconnect import engine_options
+from parking.dbconnect import engine_options, sqlite_pragmas
 
 from .errors import KeyRevoked, PayloadError, StorageFailed, Unavailable, UnknownBay
 
@@ -342,11 +342,8 @@ def _writer_engine(config, lock_timeout: float):
         @event.listens_for(engine, "connect")
         def _connect(dbapi_connection, connection_record):  # noqa: ARG001
             # Runs after parking's own connect hook (engine listeners follow class-wide ones),
-            # so it overrides that hook's 10 s and 64 MiB for this engine only.
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
-            cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-            cursor.close()
+            # so the writer's busy timeout and cache replace that hook's for this engine only.
+            sqlite_pragmas(dbapi_connection, busy_timeout=lock_timeout, cache_kib=WRITER_CACHE_KIB)
             # The driver would BEGIN a deferred transaction; `_begin` below starts it instead.
             dbapi_connection.isolation_level = None
 

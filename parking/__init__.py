@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from .config import DEFAULT_DATABASE_URL, PROJECT_DIR, settings_from
-from .dbconnect import engine_options
+from .dbconnect import engine_options, sqlite_pragmas
 from .startup import check_database_url
 from . import extensions
 
@@ -78,15 +78,6 @@ def _absolute_sqlite_url(url: str, instance_path: str) -> str:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):  # noqa: ARG001
-    """WAL lets readers work while the gateway writes; busy_timeout makes writers wait, not fail."""
-    module = type(dbapi_connection).__module__
-    if not module.startswith("sqlite3"):
-        return
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # Readings are indexed by bay first, so inserts land all over the index: keep it cached.
-    cursor.execute("PRAGMA cache_size=-65536")
-    cursor.close()
+    """Every SQLite connection of every engine gets parking.dbconnect's pragmas."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        sqlite_pragmas(dbapi_connection)

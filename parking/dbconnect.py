@@ -10,8 +10,9 @@ dropped, a frozen host) by libpq's TCP keepalive and `tcp_user_timeout`; a conne
 `connect_timeout`. The checks that must answer within a set time whatever the database does
 (`/healthz`, the gateway's writer and reads) also keep their own deadline on top of these, since
 a server that is alive enough for the kernel to acknowledge packets (a stopped process, a stuck
-proxy) trips none of them. SQLite needs none of this: it has no network, and its busy timeout
-is set where its connections are made.
+proxy) trips none of them. SQLite needs none of this: it has no network. Its settings are the
+pragmas of `sqlite_pragmas`, which every SQLite connection gets (the web app's through a hook in
+`parking`, the writer's with its own busy timeout and cache).
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ TCP_USER_TIMEOUT_MS = 10_000
 # Longest statement of the web app, the scheduler and the CLI (a year-long report's queries take
 # a few seconds); the writer's statements get a few seconds (gateway/writer_process.py).
 STATEMENT_TIMEOUT = 60.0
+
+# A writer waits this long for SQLite's lock instead of failing at once (the gateway's writer
+# waits less: gateway/writer_process.py).
+SQLITE_BUSY_TIMEOUT = 10.0
+# Readings are indexed by bay first, so inserts land all over the index: keep it cached.
+SQLITE_CACHE_KIB = 64 * 1024
 
 _OURS = re.compile(r"\s*-c\s*(statement_timeout|lock_timeout)=\S+")
 
@@ -55,3 +62,16 @@ def engine_options(url: str, options: dict | None, *, statement_timeout: float =
     connect_args["options"] = f"{theirs} {settings}".strip()
     options["connect_args"] = connect_args
     return options
+
+
+def sqlite_pragmas(dbapi_connection, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT,
+                   cache_kib: int = SQLITE_CACHE_KIB) -> None:
+    """Set up a new sqlite3 connection: WAL lets readers work while the gateway writes, FULL
+    sync makes a commit durable (2.04 means stored), busy_timeout makes writers wait, not fail."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+    cursor.close()

@@ -1,6 +1,8 @@
 """Serves the drivers' map (`/`), the planners' page (`/planner`) and the operators' (`/operators`)."""
 from flask import Blueprint, current_app, render_template
 
+from .reports import BUSY_PCT
+
 bp = Blueprint("pages", __name__)
 
 
@@ -18,7 +20,7 @@ def map_page():
 @bp.get("/planner")
 def planner_page():
     """The planners' page: hourly patterns, summaries and downloads."""
-    return render_template("planner.html")
+    return render_template("planner.html", busy_pct=BUSY_PCT)
 
 
 @bp.get("/operators")

@@ -21,6 +21,8 @@ from .models import Lot
 from .occupancy import HourFigures, hour_label, percent, stays
 from .rollup import hourly_rows_of_lots, lot_readings, utilization, utilization_of_lots
 
+# An hour of a lot is busy above this occupancy: the summaries count such hours, the XLSX charts
+# the line, and the planners' page outlines and draws it (it gets the figure from pages.py).
 BUSY_PCT = 85.0
 CSV_COLUMNS = [
     "lot_id", "lot_name", "hour", "occupancy_pct", "peak_occupied", "arrivals", "coverage_pct", "bays",
@@ -49,7 +51,7 @@ class LotSummary:
     mean_occupancy_pct: float | None
     peak_hour: str | None
     peak_hour_occupancy_pct: float | None
-    hours_above_85: int
+    busy_hours: int  # hours with occupancy above BUSY_PCT
     arrivals: int
     mean_dwell_minutes: float | None
     median_dwell_minutes: float | None
@@ -77,7 +79,7 @@ def summarize(lot: Lot, start: float, end: float, figures: Sequence[HourFigures]
         mean_occupancy_pct=percent(occupied, known),
         peak_hour=hour_label(peak.hour_start, lot.timezone) if peak else None,
         peak_hour_occupancy_pct=peak.occupancy_pct if peak else None,
-        hours_above_85=sum(1 for f in rated if f.occupancy_pct > BUSY_PCT),
+        busy_hours=sum(1 for f in rated if f.occupancy_pct > BUSY_PCT),
         arrivals=arrivals,
         mean_dwell_minutes=round(statistics.fmean(durations), 1) if durations else None,
         median_dwell_minutes=round(statistics.median(durations), 1) if durations else None,

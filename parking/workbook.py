@@ -40,7 +40,7 @@ SUMMARY_LABELS = [
     ("mean_occupancy_pct", "Mean occupancy (%)"),
     ("peak_hour", "Peak hour (local time)"),
     ("peak_hour_occupancy_pct", "Peak hour occupancy (%)"),
-    ("hours_above_85", f"Hours above {BUSY_PCT:.0f} %"),
+    ("busy_hours", f"Hours above {BUSY_PCT:g} %"),
     ("arrivals", "Arrivals"),
     ("mean_dwell_minutes", "Mean dwell of completed stays (min)"),
     ("median_dwell_minutes", "Median dwell of completed stays (min)"),
@@ -153,7 +153,7 @@ def _summary_sheet(wb: Workbook, lot: Lot, figures, start: float, end: float, us
     ws.append([])
     first = len(SUMMARY_LABELS) + 5  # the daily table's header row
     ws.append([_bold(ws, text) for text in
-               ("Date", "Mean occupancy (%)", "Peak hour occupancy (%)", f"{BUSY_PCT:.0f} % line")])
+               ("Date", "Mean occupancy (%)", "Peak hour occupancy (%)", f"{BUSY_PCT:g} % line")])
     days = daily_rows(figures, lot.timezone)
     for day in days:
         ws.append([_formatted(ws, dt.date.fromisoformat(day["date"]), DATE_FORMAT),

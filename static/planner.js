@@ -8,7 +8,8 @@ import { el, getJSON } from "./common.js";
   "use strict";
 
   const API = document.body.dataset.api;
-  const THRESHOLD = 85;
+  // An hour is busy above this occupancy %: the server's figure (parking.reports.BUSY_PCT).
+  const THRESHOLD = Number(document.body.dataset.busyPct);
   const DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
   const LOW_COVERAGE = 90;
   // [key, header, decimals or "hour"]: as many decimals as the API gives, so cell and JSON agree.
@@ -17,7 +18,7 @@ import { el, getJSON } from "./common.js";
     ["mean_occupancy_pct", "Mean occupancy %", 1],
     ["peak_hour", "Peak hour", "hour"],
     ["peak_hour_occupancy_pct", "Peak-hour occupancy %", 1],
-    ["hours_above_85", "Hours above 85 %", 0],
+    ["busy_hours", `Hours above ${THRESHOLD} %`, 0],
     ["arrivals", "Arrivals", 0],
     ["completed_stays", "Stays measured", 0],
     ["mean_dwell_minutes", "Mean dwell (min)", 1],
@@ -217,7 +218,7 @@ import { el, getJSON } from "./common.js";
       datasets: [
         line("Peak hour", series("peak_pct"), "#b3261e", 2),
         line("Daily mean", series("mean_pct"), "#0b3d5c", 2.5),
-        { label: "85 % line", data: labels.map(() => THRESHOLD), borderColor: "#9a6700", borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, pointHoverRadius: 0 },
+        { label: `${THRESHOLD} % line`, data: labels.map(() => THRESHOLD), borderColor: "#9a6700", borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, pointHoverRadius: 0 },
         { label: "Data coverage", data: series("coverage_pct"), fill: "origin", borderWidth: 0, pointRadius: 0, pointHoverRadius: 0,
           backgroundColor: "rgba(140,149,159,.18)", borderColor: "rgba(140,149,159,.18)" },
       ],
@@ -232,7 +233,7 @@ import { el, getJSON } from "./common.js";
       plugins: {
         legend: { position: "bottom" },
         tooltip: {
-          filter: (item) => item.datasetIndex !== 2, // the 85 % line says the same every day
+          filter: (item) => item.datasetIndex !== 2, // the busy line says the same every day
           callbacks: {
             title: (items) => longDate(items[0].label, true),
             label: (ctx) => `${ctx.dataset.label}: ${ctx.parsed.y === null ? "no data" : num(ctx.parsed.y, 1) + " %"}`,

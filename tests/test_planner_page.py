@@ -26,7 +26,7 @@ TZ = ZoneInfo("Europe/Berlin")
 CSV_HEADER = "lot_id,lot_name,hour,occupancy_pct,peak_occupied,arrivals,coverage_pct,bays"
 # The summary columns and the decimals the page shows: the API's own precision.
 SUMMARY_DECIMALS = {
-    "bays": 0, "mean_occupancy_pct": 1, "peak_hour_occupancy_pct": 1, "hours_above_85": 0,
+    "bays": 0, "mean_occupancy_pct": 1, "peak_hour_occupancy_pct": 1, "busy_hours": 0,
     "arrivals": 0, "completed_stays": 0, "mean_dwell_minutes": 1, "median_dwell_minutes": 1,
     "turnover_per_bay_per_day": 2, "coverage_pct": 1,
 }

@@ -259,3 +259,18 @@ def test_csv_rows_equal_json_rows_stored_fresh_and_empty(city, client):
                 assert row[column] == ("" if value is None else str(value)), (lot, column)
                 checked += 1
     assert checked == 2 * 23 * 6
+
+
+def test_the_busy_threshold_is_the_servers_in_summary_and_planner_page(city, client, monkeypatch):
+    """One busy threshold: the summary counts hours above it and says which it is, and the
+    planners' page is handed the same figure (planner.js draws and outlines by it)."""
+    _day_of_readings()
+    query = "lot=GARAGE&from=2026-03-29&to=2026-03-30"
+    body = client.get(f"/api/reports/summary?{query}").json
+    assert body["busy_pct"] == 85.0 and body["lots"][0]["busy_hours"] == 0  # the peak hour is 69.6 %
+    for module in ("parking.reports", "parking.api.reports", "parking.pages"):  # each takes reports'
+        monkeypatch.setattr(f"{module}.BUSY_PCT", 60.0)
+    body = client.get(f"/api/reports/summary?{query}").json
+    assert body["busy_pct"] == 60.0 and body["lots"][0]["busy_hours"] == 1
+    page = client.get("/planner").get_data(as_text=True)
+    assert 'data-busy-pct="60"' in page and "above 60 %" in page and "85" not in page

@@ -13,7 +13,7 @@ from werkzeug.wsgi import wrap_file
 
 from ..extensions import Blueprint, db
 from ..models import Lot
-from ..reports import csv_lines, hour_row, lots_in_order, pattern, summarize
+from ..reports import BUSY_PCT, csv_lines, hour_row, lots_in_order, pattern, summarize
 from ..rollup import utilization
 from ..workbook import MAX_HOURLY_ROWS, hourly_row_count, write_workbook
 from .common import lot_id_field, lot_or_404
@@ -58,7 +58,7 @@ class LotSummarySchema(Schema):
     mean_occupancy_pct = fields.Float(allow_none=True)
     peak_hour = fields.String(allow_none=True)
     peak_hour_occupancy_pct = fields.Float(allow_none=True)
-    hours_above_85 = fields.Integer()
+    busy_hours = fields.Integer(metadata={"description": "hours with occupancy above busy_pct"})
     arrivals = fields.Integer()
     mean_dwell_minutes = fields.Float(allow_none=True)
     median_dwell_minutes = fields.Float(allow_none=True)
@@ -72,6 +72,7 @@ class SummarySchema(Schema):
 
     from_ = fields.String(data_key="from")
     to = fields.String()
+    busy_pct = fields.Float(metadata={"description": "the occupancy % above which an hour is busy"})
     lots = fields.List(fields.Nested(LotSummarySchema))
 
 
@@ -148,6 +149,7 @@ class SummaryView(MethodView):
         return {
             "from_": args["from"],
             "to": args["to"],
+            "busy_pct": BUSY_PCT,
             "lots": [asdict(summarize(lot, start_for(lot), end_for(lot))) for lot in lots],
         }
 
