@@ -17,6 +17,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
+import geojson
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 from sqlalchemy import func, select
 
@@ -139,17 +140,21 @@ class GeometrySchema(KnownKeysSchema):
 
     @validates_schema
     def _coordinates(self, data: dict, **kwargs) -> None:
-        """Coordinates of the right shape and range."""
+        """Coordinates of the right shape and range: positions here (numbers, not booleans, in
+        WGS 84 range), an outline's rings by the geojson library (closed, 4 positions or more)."""
         coords = data.get("coordinates")
         try:
             if data.get("type") == "Point":
                 _check_position(coords)
             else:
-                if not coords or not all(len(ring) >= 4 for ring in coords):
-                    raise ValueError("a polygon needs rings of at least 4 positions")
+                if not coords or not isinstance(coords, list) or not all(isinstance(r, list) for r in coords):
+                    raise ValueError("a polygon is a list of rings, the outline first")
                 for ring in coords:
                     for pos in ring:
                         _check_position(pos)
+                problem = geojson.Polygon(coords).errors()
+                if problem:
+                    raise ValueError(problem)
         except (TypeError, ValueError) as exc:
             raise ValidationError(str(exc) or "invalid coordinates", "coordinates") from exc
 

@@ -60,6 +60,13 @@ def _broken(path, value):
         (_broken(["properties", "url"], "javascript:alert(1)"), "properties.url"),
         (_broken(["geometry"], {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}), "geometry.type"),
         (_broken(["geometry"], {"type": "Point", "coordinates": [200, 0]}), "geometry.coordinates"),
+        # An outline's ring must end where it started (checked by the geojson library).
+        (_broken(["geometry"], {"type": "Polygon", "coordinates": [[[12.09, 49.01], [12.1, 49.01], [12.1, 49.02], [12.09, 49.02]]]}),
+         "geometry.coordinates: Each linear ring must end where it started"),
+        (_broken(["geometry"], {"type": "Polygon", "coordinates": [[[12.09, 49.01], [12.1, 49.01], [12.09, 49.01]]]}),
+         "geometry.coordinates: Each linear ring must contain at least 4 positions"),
+        (_broken(["geometry"], {"type": "Polygon", "coordinates": [[[12.09, 49.01], [12.1, True], [12.1, 49.02], [12.09, 49.01]]]}),
+         "geometry.coordinates: lon and lat must be numbers"),
         (_broken(["properties", "bays"], ["PRW-001"]), "bay PRW-001 is also in lot PR-WEST"),
         (_broken(["properties", "bays"], ["GAR-001", "GAR-002", "GAR-001"]),
          "feature 1 (id 'GARAGE'): properties.bays: duplicate bay ids in this lot: GAR-001"),
