@@ -27,9 +27,9 @@ from typing import NamedTuple
 from aiocoap import error
 from aiocoap.blockwise import ContinueException
 from aiocoap.numbers.optionnumbers import OptionNumber
-from aiocoap.util import hostportsplit
 
 from .errors import BlockIncomplete, Unavailable
+from .transport import peer_host
 
 # Limits of what unfinished transfers may hold (stated in docs/sensors.md). A sensor sends its
 # blocks back to back, one per answer, so it has one transfer open at a time, a few at most.
@@ -159,4 +159,4 @@ def _key(request) -> tuple:
 
 def _source(request) -> str:
     """The sending host, without its port: one sensor (or one attacker) whatever ports it uses."""
-    return hostportsplit(request.remote.hostinfo)[0]
+    return peer_host(request.remote)

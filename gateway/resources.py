@@ -20,7 +20,6 @@ import aiocoap
 import cbor2
 from aiocoap import error, resource
 from aiocoap.numbers.codes import Code
-from aiocoap.util.linkformat import Link, LinkFormat
 from sqlalchemy.exc import SQLAlchemyError
 
 from parking.current import LotState
@@ -31,6 +30,7 @@ from . import payloads
 from .blockwise import Block1Assembler, Whole
 from .errors import ForeignBay, OscoreRequired, TooLarge, Unavailable
 from .security import sender_key
+from .transport import GatewaySite, Link, LinkFormat
 
 # --- Limits (stated for sensor makers in docs/sensors.md) --------------------------------------
 # A request body (one datagram, or all Block1 blocks together) may be this large: about 200
@@ -251,20 +251,6 @@ class DiscoveryResource(resource.WKCResource):
         else:
             self.lots.known = sorted(states)
         return await super().render_get(request)
-
-
-class GatewaySite(resource.Site):
-    """aiocoap's Site, minus a per-request cost its fixed-path resources here do not need."""
-
-    def _find_child_and_pathstripped_message(self, request):
-        """The resource at exactly this path gets the request as it came; others as in aiocoap."""
-        # aiocoap copies each request (deep-copying its options) and rebuilds its full URI before
-        # handing it on: about a third of the event loop's CPU per POST. /occupancy and
-        # /.well-known/core read neither the copy nor the URI; /lots/<id> still gets both.
-        child = self._resources.get(request.opt.uri_path)
-        if child is not None:
-            return child, request
-        return super()._find_child_and_pathstripped_message(request)
 
 
 def build_site(occupancy: OccupancyResource, lots: LotResource) -> resource.Site:

@@ -27,10 +27,10 @@ import logging
 import aiocoap
 from aiocoap import error, oscore
 from aiocoap.numbers.codes import Code
-from aiocoap.transports.oscore import OSCOREAddress
 from sqlalchemy import select
 
 from .errors import KeyRevoked, Unavailable
+from .transport import OSCOREAddress, reused_nonce_and_aad
 
 log = logging.getLogger("parking.gateway")
 
@@ -132,11 +132,8 @@ class SensorKey(OscoreContext):
         plaintext = bytes([message.code]) + message.opt.encode()
         if message.payload:
             plaintext += b"\xff" + message.payload
-        algorithm = self.alg_aead
-        nonce = self._construct_nonce(piv, kid, algorithm)
-        external_aad = self._extract_external_aad(outer, request_id, local_is_sender=True)
-        aad = oscore.SymmetricEncryptionAlgorithm._build_encrypt0_structure({}, external_aad)
-        outer.payload = algorithm.encrypt(plaintext, aad, self.sender_key, nonce)
+        nonce, aad = reused_nonce_and_aad(self, outer, request_id, kid, piv)
+        outer.payload = self.alg_aead.encrypt(plaintext, aad, self.sender_key, nonce)
         return outer, request_id
 
 

@@ -1,4 +1,8 @@
-"""The CoAP-over-UDP transport of the gateway, set up where aiocoap's defaults do not suit it.
+"""The CoAP-over-UDP transport of the gateway, set up where aiocoap's defaults do not suit it,
+and the fence around aiocoap's internals: every private name of aiocoap the gateway uses
+(underscore attributes, internal modules) is used here and nowhere else, and each is listed in
+`AIOCOAP_INTERNALS`, which tests/test_aiocoap_fence.py checks against the installed aiocoap.
+pyproject.toml pins aiocoap to the release these were read from.
 
 This module owns the three aiocoap 0.4 transport defaults a busy gateway must not keep
 (docs/sensors.md, "For operators"): the duplicate-detection window (`SensorTuning`,
@@ -6,27 +10,41 @@ This module owns the three aiocoap 0.4 transport defaults a busy gateway must no
 the socket receive buffer (`RECEIVE_BUFFER`) and the read size per datagram (`READ_SIZE`); the
 transport that counts datagrams which are not CoAP instead of logging each (`SensorUDP6`,
 `MalformedInput`); and one per-request cost of aiocoap's Context that a server does not need
-(`SensorContext`).
+(`SensorContext`) and of its Site (`GatewaySite`); the peer's host for block-wise limits
+(`peer_host`), the OSCORE nonce and AAD of an answer that reuses the request's nonce
+(`reused_nonce_and_aad`), and the internal names others need (`OSCOREAddress`, `Link`,
+`LinkFormat`).
 `_server_context` binds a UDP server context with them and `_tune_transport` applies the socket
 settings. No resources, no database: `gateway.server` hands it a Site.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import logging
 import socket
 import time
 from collections import deque
+from typing import NamedTuple
 
 import aiocoap
-from aiocoap import CON, NON, RST, Message
+from aiocoap import CON, NON, RST, Message, oscore, resource
 from aiocoap.numbers.codes import Code
 from aiocoap.message import Direction
 from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers import TransportTuning
 from aiocoap.pipe import error_to_message, run_driving_pipe
 from aiocoap.tokenmanager import TokenManager
+from aiocoap.transports.oscore import OSCOREAddress
 from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
+from aiocoap.util import hostportsplit
+from aiocoap.util.linkformat import Link, LinkFormat
+
+__all__ = [
+    "AIOCOAP_INTERNALS", "GatewaySite", "Link", "LinkFormat", "OSCOREAddress", "SensorContext",
+    "SensorMessageManager", "SensorUDP6", "missing_internals", "peer_host", "reused_nonce_and_aad",
+]
 
 log = logging.getLogger("parking.gateway")
 
@@ -319,3 +337,102 @@ def _raise_receive_buffer(sock: socket.socket) -> int:
             "with `sysctl -w net.core.rmem_max=%d`", granted // 1024, RECEIVE_BUFFER // 1024, RECEIVE_BUFFER,
         )
     return granted
+
+
+class GatewaySite(resource.Site):
+    """aiocoap's Site, minus a per-request cost its fixed-path resources here do not need."""
+
+    def _find_child_and_pathstripped_message(self, request):
+        """The resource at exactly this path gets the request as it came; others as in aiocoap."""
+        # aiocoap copies each request (deep-copying its options) and rebuilds its full URI before
+        # handing it on: about a third of the event loop's CPU per POST. /occupancy and
+        # /.well-known/core read neither the copy nor the URI; /lots/<id> still gets both.
+        child = self._resources.get(request.opt.uri_path)
+        if child is not None:
+            return child, request
+        return super()._find_child_and_pathstripped_message(request)
+
+
+def peer_host(remote) -> str:
+    """The sending host of a request's remote, without its port."""
+    return hostportsplit(remote.hostinfo)[0]
+
+
+def reused_nonce_and_aad(context, outer, request_id, kid: bytes, piv: bytes) -> tuple[bytes, bytes]:
+    """(nonce, AAD) to encrypt an answer under the request's nonce (RFC 8613 §8.3), computed by
+    aiocoap's own helpers of the security context `context`, as its `protect` does."""
+    nonce = context._construct_nonce(piv, kid, context.alg_aead)
+    external_aad = context._extract_external_aad(outer, request_id, local_is_sender=True)
+    return nonce, oscore.SymmetricEncryptionAlgorithm._build_encrypt0_structure({}, external_aad)
+
+
+# --------------------------------------------------------------------------- the canary
+
+
+class Internal(NamedTuple):
+    """A private part of aiocoap this module relies on: `name` in `module` (dotted for a class
+    member); with `set_in_init`, an instance attribute that the class's __init__ sets."""
+
+    module: str
+    name: str
+    set_in_init: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}" + (f".{self.set_in_init}" if self.set_in_init else "")
+
+
+AIOCOAP_INTERNALS = (
+    # SensorMessageManager: the duplicate cache (overridden and read), the send it resends with.
+    Internal("aiocoap.messagemanager", "MessageManager._deduplicate_message"),
+    Internal("aiocoap.messagemanager", "MessageManager._store_response_for_duplicates"),
+    Internal("aiocoap.messagemanager", "MessageManager._send_via_transport"),
+    Internal("aiocoap.messagemanager", "MessageManager", "_recent_messages"),
+    Internal("aiocoap.tokenmanager", "TokenManager"),
+    # _server_context: the udp6 branch of aiocoap's create_server_context.
+    Internal("aiocoap.transports.udp6", "MessageInterfaceUDP6.create_server_transport_endpoint"),
+    Internal("aiocoap.transports.udp6", "MessageInterfaceUDP6.datagram_msg_received"),
+    Internal("aiocoap.transports.udp6", "MessageInterfaceUDP6", "_ctx"),
+    Internal("aiocoap.transports.udp6", "UDP6EndpointAddress"),
+    Internal("aiocoap.protocol", "Context", "request_interfaces"),
+    # SensorContext: the rendering of one request, without its task name.
+    Internal("aiocoap.protocol", "Context._render_to_pipe"),
+    Internal("aiocoap.protocol", "Context.render_to_pipe"),
+    Internal("aiocoap.pipe", "error_to_message"),
+    Internal("aiocoap.pipe", "run_driving_pipe"),
+    # GatewaySite: the child look-up it shortcuts and the table it looks in.
+    Internal("aiocoap.resource", "Site._find_child_and_pathstripped_message"),
+    Internal("aiocoap.resource", "Site", "_resources"),
+    # reused_nonce_and_aad (gateway.security.SensorKey.protect).
+    Internal("aiocoap.oscore", "SecurityContextUtils._construct_nonce"),
+    Internal("aiocoap.oscore", "SecurityContextUtils._extract_external_aad"),
+    Internal("aiocoap.oscore", "SymmetricEncryptionAlgorithm._build_encrypt0_structure"),
+    Internal("aiocoap.transports.oscore", "OSCOREAddress"),
+    # peer_host (gateway.blockwise), /.well-known/core's links (gateway.resources).
+    Internal("aiocoap.util", "hostportsplit"),
+    Internal("aiocoap.util.linkformat", "Link"),
+    Internal("aiocoap.util.linkformat", "LinkFormat"),
+)
+"""Checked by `missing_internals` (tests/test_aiocoap_fence.py): an aiocoap release that drops
+one of these fails that test naming it, instead of the gateway failing at run time, or worse,
+an override of a renamed method silently no longer being called."""
+
+
+def missing_internals(internals=AIOCOAP_INTERNALS) -> list[str]:
+    """The internals the installed aiocoap lacks, each named (empty: all present)."""
+    missing = []
+    for internal in internals:
+        try:
+            target = importlib.import_module(internal.module)
+            for part in internal.name.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError):
+            missing.append(str(internal))
+            continue
+        if internal.set_in_init is not None:
+            try:
+                source = inspect.getsource(target.__init__)
+            except (OSError, TypeError):
+                source = ""
+            if f"self.{internal.set_in_init} =" not in source and f"self.{internal.set_in_init}:" not in source:
+                missing.append(str(internal))
+    return missing
