@@ -528,7 +528,7 @@ def cached(backend: str, key: str) -> dict | None:
 def align_indexes(backend: str, key: str) -> list[str]:
     """Drop indexes of `readings` that the current models no longer declare (a data set cached
     under an older schema); returns their names. Missing ones are not added: regenerate for that."""
-    from parking.models import Reading as Row
+    from parking.models import StoredReading as Row
     from sqlalchemy import UniqueConstraint
 
     wanted = {ix.name for ix in Row.__table__.indexes}
@@ -578,7 +578,7 @@ def check_consistency(url: str) -> tuple[int, int]:
 
     from parking.extensions import db
     from parking.models import Bay, HourlyUtilization, RollupDirty
-    from parking.models import Reading as Row
+    from parking.models import StoredReading as Row
     from parking.rollup import mark_all, run_rollup
 
     app = make_app(url)

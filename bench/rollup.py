@@ -42,7 +42,7 @@ def _timed_hours(url: str, end: float, cfg: RollupConfig, log) -> list[dict]:
     from sqlalchemy import select
 
     from parking.extensions import db
-    from parking.ingest import Reading, ingest_bulk
+    from parking.ingest import SensorReading, ingest_bulk
     from parking.models import Bay
     from parking.rollup import run_rollup
 
@@ -64,7 +64,7 @@ def _timed_hours(url: str, end: float, cfg: RollupConfig, log) -> list[dict]:
                                                state=states[bay], seq=(1 << 28) + k * 10_000)
                 if history:
                     states[bay] = history[-1][1]
-                readings += [Reading(bay, occ, ts, seq) for ts, occ, seq in history]
+                readings += [SensorReading(bay, occ, ts, seq) for ts, occ, seq in history]
             readings.sort(key=lambda r: r.ts)
             stored = ingest_bulk(readings, received_at=None)
             db.session.remove()

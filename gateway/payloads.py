@@ -2,7 +2,7 @@
 
 This module owns the wire format of `POST /occupancy` and nothing else: no I/O, no database,
 no clock except the `now` it is given. Every payload is validated here; what comes out is a list
-of `parking.ingest.Reading` that the writer can trust to be well typed. The marshmallow schemas
+of `parking.ingest.SensorReading` that the writer can trust to be well typed. The marshmallow schemas
 are the rules; the common case, a plain map or array of maps that is valid, takes a hand-written
 path (`_fast_readings`, run on the event loop for every POST) that accepts exactly what the
 schema accepts with the same result, and hands anything else to the schema, which then words
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import cbor2
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
-from parking.ingest import SEQ_MAX, Reading
+from parking.ingest import SEQ_MAX, SensorReading
 from parking.validation import ID_BODY, IdFormat, describe_errors, is_id
 
 from .errors import PayloadError, UnsupportedFormat
@@ -122,9 +122,9 @@ class ReadingSchema(Schema):
     battery = _Int(0, 100, allow_none=True)
 
     @post_load
-    def make_reading(self, data, **kwargs) -> Reading:
-        """The validated map as a Reading."""
-        return Reading(data["bay"], data["occupied"], data.get("ts"), data.get("seq"), data.get("battery"))
+    def make_reading(self, data, **kwargs) -> SensorReading:
+        """The validated map as a SensorReading."""
+        return SensorReading(data["bay"], data["occupied"], data.get("ts"), data.get("seq"), data.get("battery"))
 
 
 class SenMLRecordSchema(Schema):
@@ -156,7 +156,7 @@ _readings_schema = ReadingSchema(many=True)
 _senml_schema = SenMLRecordSchema()
 
 
-def decode(payload: bytes, content_format, now: float | None = None) -> list[Reading]:
+def decode(payload: bytes, content_format, now: float | None = None) -> list[SensorReading]:
     """The readings in one request body; raises PayloadError (4.00) or UnsupportedFormat (4.15).
 
     `now` (Unix seconds, default the clock) resolves SenML relative times.
@@ -223,10 +223,10 @@ _isfinite = math.isfinite
 _INT_AS_FLOAT = 2**1000
 
 
-def _fast_reading(item) -> Reading | None:
-    """One map as a Reading when it is valid in the plain shape; None means "ask the schema".
+def _fast_reading(item) -> SensorReading | None:
+    """One map as a SensorReading when it is valid in the plain shape; None means "ask the schema".
 
-    Accepts only what `ReadingSchema` accepts, giving the same Reading: a dict with text keys
+    Accepts only what `ReadingSchema` accepts, giving the same SensorReading: a dict with text keys
     among the five fields, `bay` an id (parking.validation), `occupied` a boolean, `ts` null or a
     finite int/float (not a boolean), `seq` and `battery` null or ints in range (not booleans).
     Anything else (a byte string for `bay` included) goes the slow way, where the schema words
@@ -256,10 +256,10 @@ def _fast_reading(item) -> Reading | None:
     battery = item.get("battery")
     if battery is not None and (type(battery) is not int or not 0 <= battery <= 100):
         return None
-    return Reading(bay, occupied, ts, seq, battery)
+    return SensorReading(bay, occupied, ts, seq, battery)
 
 
-def _fast_readings(document) -> list[Reading] | None:
+def _fast_readings(document) -> list[SensorReading] | None:
     """The readings of a valid plain map or non-empty array of maps; None for anything else."""
     if type(document) is dict:
         reading = _fast_reading(document)
@@ -275,7 +275,7 @@ def _fast_readings(document) -> list[Reading] | None:
     return None
 
 
-def _plain_readings(document) -> list[Reading]:
+def _plain_readings(document) -> list[SensorReading]:
     """A map or an array of maps (formats 50 and 60) as readings."""
     readings = _fast_readings(document)
     if readings is not None:
@@ -283,7 +283,7 @@ def _plain_readings(document) -> list[Reading]:
     return _schema_readings(document)
 
 
-def _schema_readings(document) -> list[Reading]:
+def _schema_readings(document) -> list[SensorReading]:
     """`_plain_readings` through the marshmallow schema: every case, and every refusal's text."""
     if isinstance(document, Mapping):
         _check_keys(document, "")
@@ -327,7 +327,7 @@ def _describe(messages: dict) -> str:
     return describe_errors(messages, sort=True)
 
 
-def _senml_readings(pack, cbor_labels: bool, now: float) -> list[Reading]:
+def _senml_readings(pack, cbor_labels: bool, now: float) -> list[SensorReading]:
     """A SenML pack resolved (RFC 8428 §4.6) into presence readings."""
     if not isinstance(pack, list):
         raise PayloadError("SenML: the pack must be an array of records")
@@ -353,7 +353,7 @@ def _senml_readings(pack, cbor_labels: bool, now: float) -> list[Reading]:
         ts = base_time + record.get("t", 0.0)
         if ts < SENML_RELATIVE_LIMIT:
             ts = now + ts
-        readings.append(Reading(match.group(1), record["vb"], ts))
+        readings.append(SensorReading(match.group(1), record["vb"], ts))
     if not readings:
         raise PayloadError("empty batch: the pack has no presence records")
     return readings

@@ -118,8 +118,9 @@ def storage_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-class Store:
-    """One group at a time through `parking.ingest`, on its own session; what each request gets."""
+class GroupIngest:
+    """The writer process's side of storing: one group of requests at a time through
+    `parking.ingest`, on its own session and engine; what each request gets."""
 
     def __init__(self, app, lock_timeout: float):
         from parking import ingest
@@ -138,8 +139,8 @@ class Store:
         Returns one outcome per request, how many readings were new, and the lots they changed.
         """
         ingest = self.ingest
-        Reading = ingest.Reading
-        jobs = [(received_at, [Reading(*r) for r in readings]) for received_at, readings, _, _ in group]
+        SensorReading = ingest.SensorReading
+        jobs = [(received_at, [SensorReading(*r) for r in readings]) for received_at, readings, _, _ in group]
         outcomes: list = [None] * len(jobs)
         result = None
         try:
@@ -208,11 +209,11 @@ class Store:
         self.available = available
 
 
-def serve(channel: Channel, store: Store, between_groups=None) -> None:
+def serve(channel: Channel, ingester: GroupIngest, between_groups=None) -> None:
     """Store groups until told to stop or the socket ends; answer each group in order."""
     from sqlalchemy.orm import Session
 
-    with store.app.app_context(), Session(store.engine) as session:
+    with ingester.app.app_context(), Session(ingester.engine) as session:
         while True:
             if between_groups is not None:
                 between_groups()
@@ -220,15 +221,15 @@ def serve(channel: Channel, store: Store, between_groups=None) -> None:
             if message is None or message[0] == STOP:
                 return
             started = time.perf_counter()
-            outcomes, stored, lots = store.write(session, message[1])
-            reply = (DONE, outcomes, stored, time.perf_counter() - started, store.available, sorted(lots))
+            outcomes, stored, lots = ingester.write(session, message[1])
+            reply = (DONE, outcomes, stored, time.perf_counter() - started, ingester.available, sorted(lots))
             if not channel.send(reply):
                 return  # the gateway is gone: nobody is waiting for the answer
-            if not store.available and not _refuse_waiting(channel, store):
+            if not ingester.available and not _refuse_waiting(channel, ingester):
                 return
 
 
-def _refuse_waiting(channel: Channel, store: Store) -> bool:
+def _refuse_waiting(channel: Channel, ingester: GroupIngest) -> bool:
     """After a 5.03: answer the groups already waiting 5.03 at once rather than one lock timeout
     each later (they would fail the same way); the next group to arrive tries again.
 
@@ -240,7 +241,7 @@ def _refuse_waiting(channel: Channel, store: Store) -> bool:
             return True
         if message[0] == STOP:
             return False
-        reply = (DONE, [Unavailable() for _ in message[1]], 0, 0.0, store.available, [])
+        reply = (DONE, [Unavailable() for _ in message[1]], 0, 0.0, ingester.available, [])
         if not channel.send(reply):
             return False
 
@@ -263,14 +264,14 @@ def main(fd: int) -> int:
     from parking import create_app
 
     app = create_app(config)
-    store = Store(app, lock_timeout)
+    ingester = GroupIngest(app, lock_timeout)
     profiler = _Profiler(os.environ.get(PROFILE_ENV))
     try:
         if channel.send((READY,)):
-            serve(channel, store, profiler.between_groups)
+            serve(channel, ingester, profiler.between_groups)
     finally:
         profiler.dump()
-        store.engine.dispose()
+        ingester.engine.dispose()
         sock.close()
     return 0
 

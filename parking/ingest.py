@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .dbutil import upsert_insert
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
-from .models import Reading as ReadingRow
+from .models import StoredReading
 from .occupancy import continues_run, hours_reached, run_start
 
 # A sensor clock may run a little fast; more than this is a broken clock, and accepting it would
@@ -39,7 +39,7 @@ _OR_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
+class SensorReading:
     """One occupancy reading as a sensor reported it; ts None means 'at receipt'."""
 
     bay: str
@@ -113,11 +113,11 @@ _directory = BayDirectory()
 
 def prepare(
     session: Session,
-    readings: Sequence[Reading],
+    readings: Sequence[SensorReading],
     now: float | None = None,
     directory: BayDirectory | None = None,
     backlog_days: float | None = None,
-) -> list[Reading]:
+) -> list[SensorReading]:
     """Validate one request's readings and fill in missing ts; raises IngestError for all-or-nothing.
 
     `backlog_days` (a sensor's request: PARKING_MAX_BACKLOG_DAYS) refuses a ts older than that;
@@ -134,7 +134,7 @@ def prepare(
         if problem:
             where = f"reading {index} (bay {r.bay})" if len(readings) > 1 else f"bay {r.bay}"
             raise InvalidReading(f"{where}: {problem}")
-        prepared.append(r if r.ts is not None and type(r.ts) is float else Reading(r.bay, r.occupied, ts, r.seq, r.battery))
+        prepared.append(r if r.ts is not None and type(r.ts) is float else SensorReading(r.bay, r.occupied, ts, r.seq, r.battery))
     known = (directory or _directory).lookup(session, {r.bay for r in prepared})
     unknown = [r.bay for r in prepared if r.bay not in known]
     if unknown:
@@ -142,7 +142,7 @@ def prepare(
     return prepared
 
 
-def _problem(r: Reading, ts: float, now: float, oldest: float | None = None) -> str | None:
+def _problem(r: SensorReading, ts: float, now: float, oldest: float | None = None) -> str | None:
     """What is wrong with one reading, or None; `oldest`: the earliest ts taken (None: any)."""
     if not math.isfinite(ts) or ts < 0:
         return "ts must be a finite non-negative Unix time"
@@ -162,7 +162,7 @@ def _problem(r: Reading, ts: float, now: float, oldest: float | None = None) -> 
 
 def store(
     session: Session,
-    readings: Sequence[Reading],
+    readings: Sequence[SensorReading],
     received_at: float | None = None,
     stale_after: float | None = None,
     directory: BayDirectory | None = None,
@@ -198,7 +198,7 @@ _AT_RECEIPT = object()
 
 
 def ingest(
-    readings: Sequence[Reading], now: float | None = None, received_at=_AT_RECEIPT
+    readings: Sequence[SensorReading], now: float | None = None, received_at=_AT_RECEIPT
 ) -> StoreResult:
     """Validate, store and commit one batch; all of it or nothing (inside an app context).
 
@@ -218,7 +218,7 @@ def ingest(
 
 
 def ingest_bulk(
-    readings: Iterable[Reading], received_at: float | None = None, chunk: int = BULK_CHUNK
+    readings: Iterable[SensorReading], received_at: float | None = None, chunk: int = BULK_CHUNK
 ) -> int:
     """Store many readings (e.g. simulated history) in committed chunks; returns how many were new.
 
@@ -226,7 +226,7 @@ def ingest_bulk(
     chunk's duplicate look-up covers a short time window.
     """
     stored = 0
-    batch: list[Reading] = []
+    batch: list[SensorReading] = []
     for reading in readings:
         batch.append(reading)
         if len(batch) >= chunk:
@@ -242,7 +242,7 @@ def forget_bays() -> None:
     _directory.forget()
 
 
-def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Reading]:
+def _drop_duplicates(session: Session, readings: Sequence[SensorReading]) -> list[SensorReading]:
     """Readings not already stored and not repeated within the batch (seq or ts+state)."""
     seen_state: set[tuple[str, float, bool]] = set()
     seen_seq: dict[tuple[str, int], list[float]] = {}
@@ -268,7 +268,7 @@ def _drop_duplicates(session: Session, readings: Sequence[Reading]) -> list[Read
     return fresh
 
 
-def _stored_near(session: Session, readings: Sequence[Reading]):
+def _stored_near(session: Session, readings: Sequence[SensorReading]):
     """Stored (bay, ts, occupied, seq) that could duplicate one of the readings.
 
     A batch spanning a few hours (the gateway's groups, a bulk chunk) is looked up with one
@@ -277,20 +277,20 @@ def _stored_near(session: Session, readings: Sequence[Reading]):
     """
     lo = min(r.ts for r in readings)
     hi = max(r.ts for r in readings)
-    columns = (ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied, ReadingRow.seq)
+    columns = (StoredReading.bay_id, StoredReading.ts, StoredReading.occupied, StoredReading.seq)
     if hi - lo <= NARROW_BATCH:
         bays = sorted({r.bay for r in readings})
-        near = ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW)
+        near = StoredReading.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW)
         if len(readings) <= SMALL_BATCH:
             # Only rows that can match: the same ts (a ts+state duplicate) or one of the batch's
             # seqs (a seq duplicate). The whole window would return every reading of these bays
             # within an hour: thousands of rows for busy sensors, for each group of the gateway.
             ts_values = sorted({r.ts for r in readings})
             seqs = sorted({r.seq for r in readings if r.seq is not None})
-            match = ReadingRow.ts.in_(ts_values)
-            near = near & (or_(match, ReadingRow.seq.in_(seqs)) if seqs else match)
+            match = StoredReading.ts.in_(ts_values)
+            near = near & (or_(match, StoredReading.seq.in_(seqs)) if seqs else match)
         for chunk in _chunks(bays, 500):
-            yield from session.execute(select(*columns).where(ReadingRow.bay_id.in_(chunk), near))
+            yield from session.execute(select(*columns).where(StoredReading.bay_id.in_(chunk), near))
         return
     windows: dict[str, list[float]] = {}
     for r in readings:
@@ -301,8 +301,8 @@ def _stored_near(session: Session, readings: Sequence[Reading]):
         condition = or_(
             *(
                 and_(
-                    ReadingRow.bay_id == bay,
-                    ReadingRow.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW),
+                    StoredReading.bay_id == bay,
+                    StoredReading.ts.between(lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW),
                 )
                 for bay, (lo, hi) in chunk
             )
@@ -330,8 +330,8 @@ def _insert_readings(session: Session, rows: list[tuple]) -> None:
 
 def _update_bays(
     session: Session,
-    readings: Sequence[Reading],
-    inserted: Sequence[Reading],
+    readings: Sequence[SensorReading],
+    inserted: Sequence[SensorReading],
     received_at: float | None,
     stale: float,
 ) -> None:
@@ -346,10 +346,10 @@ def _update_bays(
             )
         )
     }
-    new_by_bay: dict[str, list[Reading]] = defaultdict(list)
+    new_by_bay: dict[str, list[SensorReading]] = defaultdict(list)
     for r in inserted:
         new_by_bay[r.bay].append(r)
-    newest_msg: dict[str, Reading] = {}
+    newest_msg: dict[str, SensorReading] = {}
     seen: dict[str, float] = {}
     for r in readings:  # battery of the newest message by ts, duplicates included
         t = r.ts if received_at is None else received_at
@@ -396,9 +396,9 @@ def _update_bays(
 def _run_start(session: Session, bay_id: str, stale: float) -> float | None:
     """Start of the bay's current run (`occupancy.run_start`) from its stored readings."""
     query = (
-        select(ReadingRow.ts, ReadingRow.occupied)
-        .where(ReadingRow.bay_id == bay_id)
-        .order_by(ReadingRow.ts.desc(), ReadingRow.id.desc())
+        select(StoredReading.ts, StoredReading.occupied)
+        .where(StoredReading.bay_id == bay_id)
+        .order_by(StoredReading.ts.desc(), StoredReading.id.desc())
     )
     # Closed explicitly: run_start stops early, which must not leave a server-side cursor open.
     with session.execute(query.execution_options(yield_per=500)) as rows:
@@ -406,7 +406,7 @@ def _run_start(session: Session, bay_id: str, stale: float) -> float | None:
 
 
 def _dirty_hours(
-    inserted: Sequence[Reading], bays: dict[str, tuple[str, str]], stale: float
+    inserted: Sequence[SensorReading], bays: dict[str, tuple[str, str]], stale: float
 ) -> set[tuple[str, int]]:
     """(lot, local hour start) of every hour a reading can change (`occupancy.hours_reached`)."""
     by_lot: dict[tuple[str, str], list[float]] = defaultdict(list)

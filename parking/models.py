@@ -65,7 +65,7 @@ class Bay(db.Model):
     lot: Mapped[Lot] = relationship(back_populates="bays")
 
 
-class Reading(db.Model):
+class StoredReading(db.Model):
     """One stored sensor reading. Never updated or deleted; ordered by ts, then id."""
 
     __tablename__ = "readings"
@@ -180,5 +180,5 @@ class CredentialBay(db.Model):
     bay_id: Mapped[str] = mapped_column(ForeignKey("bays.id"), primary_key=True, index=True)
 
 
-__all__ = ["Lot", "Bay", "Reading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck",
+__all__ = ["Lot", "Bay", "StoredReading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck",
            "SensorCredential", "CredentialBay"]

@@ -33,7 +33,7 @@ __all__ = [
     "CurrentCounts",
     "HourFigures",
     "Interval",
-    "Reading",
+    "TimedState",
     "bay_intervals",
     "changes_by_bay",
     "continues_run",
@@ -55,7 +55,7 @@ __all__ = [
 
 HOUR = 3600.0
 
-Reading = tuple[float, bool]
+TimedState = tuple[float, bool]
 """One reading of one bay: (ts in Unix seconds, occupied)."""
 
 TimeZone = str | datetime.tzinfo
@@ -77,7 +77,7 @@ class Interval:
 
 
 def _spans(
-    readings: Sequence[Reading], stale_after: float, start: float, end: float
+    readings: Sequence[TimedState], stale_after: float, start: float, end: float
 ) -> Iterator[tuple[float, float, bool]]:
     """Yield the bay's known-state spans clipped to [start, end), adjacent equal states merged."""
     # Of the history before `start` only the last reading at or before it can reach into the
@@ -115,7 +115,7 @@ def _spans(
 
 
 def bay_intervals(
-    readings: Sequence[Reading],
+    readings: Sequence[TimedState],
     stale_after: float,
     start: float = -inf,
     end: float = inf,
@@ -272,7 +272,7 @@ def coverage_pct(known_seconds: float, bays: int, span_seconds: float) -> float 
 
 
 def hourly_figures(
-    readings_by_bay: Mapping[str, Sequence[Reading]],
+    readings_by_bay: Mapping[str, Sequence[TimedState]],
     bay_count: int,
     hours: Sequence[float],
     stale_after: float,
@@ -345,7 +345,7 @@ def hourly_figures(
     ]
 
 
-def _is_arrival(previous: Reading, current: Reading, stale_after: float) -> bool:
+def _is_arrival(previous: TimedState, current: TimedState, stale_after: float) -> bool:
     """Whether `current` turns the bay from known-free to occupied (contract §5)."""
     # Free must still be known right up to current's ts: a gap longer than stale_after means
     # the state was unknown just before, and a car seen after a gap is no arrival.
@@ -353,7 +353,7 @@ def _is_arrival(previous: Reading, current: Reading, stale_after: float) -> bool
 
 
 def _count_arrivals(
-    readings: Sequence[Reading],
+    readings: Sequence[TimedState],
     stale_after: float,
     hours: Sequence[float],
     ends: Sequence[float],
@@ -379,7 +379,7 @@ def _count_arrivals(
 # --------------------------------------------------------------------------- stays, changes
 
 
-def stays(readings: Sequence[Reading], stale_after: float) -> list[tuple[float, float]]:
+def stays(readings: Sequence[TimedState], stale_after: float) -> list[tuple[float, float]]:
     """Completed stays of one bay as (arrival ts, departure ts), in order."""
     result: list[tuple[float, float]] = []
     arrived: float | None = None
@@ -398,7 +398,7 @@ def stays(readings: Sequence[Reading], stale_after: float) -> list[tuple[float, 
     return result
 
 
-def state_changes(readings: Iterable[Reading], before: bool | None = None) -> list[Reading]:
+def state_changes(readings: Iterable[TimedState], before: bool | None = None) -> list[TimedState]:
     """Readings whose state differs from the previous reading's (the first one included, unless
     it repeats `before`, the bay's state before these readings)."""
     return [(ts, occupied) for _, ts, occupied in
@@ -432,7 +432,7 @@ def continues_run(state: bool | None, last_ts: float | None, occupied: bool, ts:
     return state is not None and state == occupied and ts - last_ts <= stale_after
 
 
-def run_start(newest_first: Iterable[Reading], stale_after: float) -> float | None:
+def run_start(newest_first: Iterable[TimedState], stale_after: float) -> float | None:
     """Start of the current run (a bay's `state_since`) from its readings, newest first: the
     earliest reading chained to the newest by `continues_run`; None without readings.
 

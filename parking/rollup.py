@@ -24,7 +24,7 @@ from sqlalchemy import Float, bindparam, delete, func, literal, select
 from .extensions import db
 from .dbutil import driver_tuples, in_subquery, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
-from .models import Reading as ReadingRow
+from .models import StoredReading
 from .occupancy import HOUR, HourFigures, hour_starts, hourly_figures, reach_hours
 
 # On-the-fly and rollup work is done in windows of this many hours, to bound memory.
@@ -78,12 +78,12 @@ def readings_of_lots(
     for chunk in _chunks(lot_ids, IN_CHUNK):
         bays_of_lots = select(Bay.id).where(Bay.lot_id.in_(chunk))
         rows = db.session.execute(
-            select(Bay.lot_id, ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
-            .join(Bay, Bay.id == ReadingRow.bay_id)
+            select(Bay.lot_id, StoredReading.bay_id, StoredReading.ts, StoredReading.occupied)
+            .join(Bay, Bay.id == StoredReading.bay_id)
             # One index range on (bay_id, ts) per bay, never a scan of the history: see in_subquery.
-            .where(in_subquery(db.session, ReadingRow.bay_id, bays_of_lots),
-                   ReadingRow.ts >= start, ReadingRow.ts < end)
-            .order_by(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.id)
+            .where(in_subquery(db.session, StoredReading.bay_id, bays_of_lots),
+                   StoredReading.ts >= start, StoredReading.ts < end)
+            .order_by(StoredReading.bay_id, StoredReading.ts, StoredReading.id)
         )
         bay_id_seen, readings = None, None
         for lot_id, bay_id, ts, occupied in rows:
@@ -235,8 +235,8 @@ def mark_all() -> int:
     """Mark every hour of every lot that has readings (after a change of stale_after)."""
     stale = float(current_app.config["STALE_AFTER"])
     spans = db.session.execute(
-        select(Bay.lot_id, Lot.timezone, func.min(ReadingRow.ts), func.max(ReadingRow.ts))
-        .join(Bay, Bay.id == ReadingRow.bay_id)
+        select(Bay.lot_id, Lot.timezone, func.min(StoredReading.ts), func.max(StoredReading.ts))
+        .join(Bay, Bay.id == StoredReading.bay_id)
         .join(Lot, Lot.id == Bay.lot_id)
         .group_by(Bay.lot_id, Lot.timezone)
     ).all()

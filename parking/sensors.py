@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy import and_, func, or_, select
 
 from .extensions import db
-from .models import Bay, Lot, Reading
+from .models import Bay, Lot, StoredReading
 from .timefmt import iso_utc
 
 
@@ -70,11 +70,11 @@ def sensor_snapshot() -> SensorSnapshot:
     ]
     states = dict(db.session.execute(select(Bay.id, Bay.state)).all())
     seqs = db.session.execute(
-        select(Bay.id, func.max(Reading.seq))
-        .join(Reading, and_(Reading.bay_id == Bay.id, Reading.ts == Bay.last_ts))
+        select(Bay.id, func.max(StoredReading.seq))
+        .join(StoredReading, and_(StoredReading.bay_id == Bay.id, StoredReading.ts == Bay.last_ts))
         .group_by(Bay.id)
     ).all()
-    newest = db.session.scalar(select(func.max(Reading.ts)))
+    newest = db.session.scalar(select(func.max(StoredReading.ts)))
     return SensorSnapshot(lots, states, {bay: seq for bay, seq in seqs if seq is not None}, newest)
 
 

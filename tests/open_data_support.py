@@ -16,7 +16,7 @@ from jsonschema import Draft4Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.lots import import_lots
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -89,10 +89,10 @@ def mixed_city(app) -> dict[str, str]:
     import_lots(doc, "Europe/Berlin")
     now = time.time()
     stale = now - 2 * float(app.config["STALE_AFTER"])
-    ingest([Reading("PRW-001", False, now - 60), Reading("PRW-002", True, now - 30),
-            Reading("PRW-003", False, stale), Reading("GAR-001", False, now - 10),
-            Reading("GAR-002", True, now - 10), Reading("STR-001", True, now - 5),
-            Reading("STR-002", True, stale)])
+    ingest([SensorReading("PRW-001", False, now - 60), SensorReading("PRW-002", True, now - 30),
+            SensorReading("PRW-003", False, stale), SensorReading("GAR-001", False, now - 10),
+            SensorReading("GAR-002", True, now - 10), SensorReading("STR-001", True, now - 5),
+            SensorReading("STR-002", True, stale)])
     expected = {"PRW-001": "free", "PRW-002": "occupied", "PRW-003": "unknown", "PRW-004": "unknown",
                 "STR-001": "occupied", "STR-002": "unknown"}
     expected.update({f"GAR-00{i}": "closed" for i in range(1, 7)})

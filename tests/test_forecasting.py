@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from parking.extensions import db
 from parking.forecasting import forecasters, update_forecasts
-from parking.ingest import Reading, ingest_bulk
+from parking.ingest import SensorReading, ingest_bulk
 from parking.models import ForecastCheck, Lot
 from parking.rollup import run_rollup
 
@@ -30,7 +30,7 @@ def history(bays, start: float, end: float):
     t = start
     while t < end:
         for i, bay in enumerate(bays):
-            yield Reading(bay, busy(t, i), t)
+            yield SensorReading(bay, busy(t, i), t)
         t += 1200
 
 

@@ -29,7 +29,7 @@ from gateway.server import run_in_thread
 from gateway.transport import DEDUP_WINDOW, RECEIVE_BUFFER
 from parking.extensions import db
 from parking.models import Bay
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 COAP_CLIENT = next(
     filter(None, map(shutil.which, ("coap-client", "coap-client-notls", "coap-client-gnutls", "coap-client-openssl"))),

@@ -21,7 +21,7 @@ from aiocoap.numbers.codes import Code
 from sqlalchemy import select
 
 from parking.extensions import db
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 ROOT = Path(__file__).resolve().parent.parent
 BAYS = [f"PRW-00{i}" for i in range(1, 5)] + [f"GAR-00{i}" for i in range(1, 7)] + ["STR-001", "STR-002"]

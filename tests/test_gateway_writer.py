@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from gateway.server import run_in_thread
 from parking.extensions import db
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 BAYS = [f"PRW-00{i}" for i in range(1, 5)] + [f"GAR-00{i}" for i in range(1, 7)] + ["STR-001", "STR-002"]
 SENDERS = 8

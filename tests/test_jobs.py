@@ -6,7 +6,7 @@ import time
 from sqlalchemy import func, select, text
 
 from parking.extensions import db
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.jobs import rollup_job, start_scheduler
 from parking.models import HourlyUtilization, RollupDirty
 
@@ -22,7 +22,7 @@ def _stored_hours() -> int:
 def test_rollup_job_stores_hours_and_survives_a_failing_run(city, caplog):
     caplog.set_level(logging.INFO, logger="parking.jobs")
     start = time.time() - 3 * 3600
-    ingest([Reading("GAR-001", True, start), Reading("GAR-001", False, start + 3600)])
+    ingest([SensorReading("GAR-001", True, start), SensorReading("GAR-001", False, start + 3600)])
     assert _marked() >= 2
 
     # A real failure: the aggregates' table is not there (as after a half-applied migration).

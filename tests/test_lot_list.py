@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from parking.extensions import db
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.lot_list import HARD_MAX_AGE_FACTOR, init_app, lot_list
 from parking.lots import import_lots
 
@@ -66,7 +66,7 @@ def test_list_is_served_from_the_snapshot_and_refreshed_in_the_background(snapsh
     snapshots = lot_list(snapshot_city)
     before = lot(client)
     assert snapshots.refreshes == 1
-    ingest([Reading("GAR-001", True)])
+    ingest([SensorReading("GAR-001", True)])
     # Inside the interval: the same snapshot, no counting.
     clock.advance(INTERVAL - 0.01)
     assert lot(client) == before
@@ -81,7 +81,7 @@ def test_list_is_served_from_the_snapshot_and_refreshed_in_the_background(snapsh
 
 
 def test_filters_apply_to_the_snapshot(snapshot_city, client):
-    ingest([Reading("PRW-001", False)])
+    ingest([SensorReading("PRW-001", False)])
     everything = client.get("/api/lots").json["features"]
     pr = client.get("/api/lots?park_and_ride=true").json["features"]
     assert pr and [f["id"] for f in pr] == [f["id"] for f in everything if f["properties"]["park_and_ride"]]
@@ -93,7 +93,7 @@ def test_filters_apply_to_the_snapshot(snapshot_city, client):
 
 
 def test_lot_detail_is_kept_with_the_snapshot_and_agrees_with_its_own_bays(snapshot_city, client, clock):
-    ingest([Reading("GAR-001", True), Reading("GAR-002", False)])
+    ingest([SensorReading("GAR-001", True), SensorReading("GAR-002", False)])
     listed = lot(client)
     detail = client.get("/api/lots/GARAGE").json
     assert {k: v for k, v in detail["properties"].items() if k != "bays"} == listed
@@ -101,7 +101,7 @@ def test_lot_detail_is_kept_with_the_snapshot_and_agrees_with_its_own_bays(snaps
     assert list(bays) == [f"GAR-00{i}" for i in range(1, 7)]
     assert (bays["GAR-001"], bays["GAR-002"], bays["GAR-003"]) == ("occupied", "free", "unknown")
     # A reading inside the interval changes neither: the detail's counts, its bays and the list agree.
-    ingest([Reading("GAR-003", True)])
+    ingest([SensorReading("GAR-003", True)])
     assert client.get("/api/lots/GARAGE").json == detail
     assert lot_list(snapshot_city).refreshes == 1
     clock.advance(INTERVAL)
@@ -130,7 +130,7 @@ def test_a_failing_refresh_keeps_the_old_list_until_the_hard_limit_then_fails_vi
     caplog.set_level(logging.WARNING, logger="parking.lot_list")
     snapshots = lot_list(snapshot_city)
     before = lot(client)
-    ingest([Reading("GAR-002", True)])
+    ingest([SensorReading("GAR-002", True)])
     # The database loses the table the counts come from: every refresh now really fails.
     db.session.execute(text("ALTER TABLE bays RENAME TO bays_gone"))
     db.session.commit()
@@ -180,7 +180,7 @@ def test_deployed_snapshot_refreshes_in_the_background_over_http(city, live_serv
             return {f["id"]: f for f in json.load(response)["features"]}["GARAGE"]["properties"]
 
     before = garage()
-    ingest([Reading("GAR-004", True)])
+    ingest([SensorReading("GAR-004", True)])
     arrived = time.monotonic()
     while garage()["occupied"] == before["occupied"]:
         # About one interval plus a refresh (five allowed for a loaded machine); the fallback of a

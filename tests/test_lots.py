@@ -7,10 +7,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from parking.extensions import db
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.lots import LotFileError, import_lots
 from parking.models import Bay, Lot
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 from .conftest import ADMIN_TOKEN, CITY_FILE
 
@@ -27,7 +27,7 @@ def test_import_creates_lots_and_bays(app):
 
 
 def test_reimport_updates_and_adds_never_drops(city):
-    ingest([Reading("GAR-001", True, time.time() - 5)])
+    ingest([SensorReading("GAR-001", True, time.time() - 5)])
     doc = copy.deepcopy(CITY)
     garage = doc["features"][1]
     garage["properties"]["name"] = "Garage Mitte (renamed)"
@@ -146,9 +146,9 @@ def test_admin_writes_off_without_token(app, client):
 def test_lot_list_counts_follow_the_interval_rule(city, client):
     now = time.time()
     ingest([
-        Reading("PRW-001", True, now - 60),
-        Reading("PRW-002", False, now - 60),
-        Reading("PRW-003", True, now - 1900),  # stale: unknown
+        SensorReading("PRW-001", True, now - 60),
+        SensorReading("PRW-002", False, now - 60),
+        SensorReading("PRW-003", True, now - 1900),  # stale: unknown
     ], now=now)
     features = {f["id"]: f for f in client.get("/api/lots").json["features"]}
     assert set(features) == {"PR-WEST", "GARAGE", "STREET"}
@@ -171,7 +171,7 @@ def test_lot_list_counts_follow_the_interval_rule(city, client):
     ],
 )
 def test_lot_list_filters(city, client, query, expected):
-    ingest([Reading("PRW-001", False)])
+    ingest([SensorReading("PRW-001", False)])
     ids = {f["id"] for f in client.get(f"/api/lots?{query}").json["features"]}
     assert ids == expected
 
@@ -201,15 +201,15 @@ def test_full_and_almost_full(city, client):
         assert (listed["occupancy"], listed["status"]) == (detail["occupancy"], detail["status"])
         return listed["occupancy"], listed["status"]
 
-    ingest([Reading(b, True, now - 60) for b in bays], now=now)
+    ingest([SensorReading(b, True, now - 60) for b in bays], now=now)
     assert status() == (1.0, "full")
-    ingest([Reading(b, False, now - 50) for b in bays[:3]], now=now)  # 27 of 30: at the threshold
+    ingest([SensorReading(b, False, now - 50) for b in bays[:3]], now=now)  # 27 of 30: at the threshold
     assert status() == (0.9, "almostFull")
-    ingest([Reading(bays[3], False, now - 40)], now=now)  # 26 of 30: under it
+    ingest([SensorReading(bays[3], False, now - 40)], now=now)  # 26 of 30: under it
     assert status() == (0.867, "spacesAvailable")
-    ingest([Reading(bays[3], True, now - 30)], now=now)  # back to 27 of 30
+    ingest([SensorReading(bays[3], True, now - 30)], now=now)  # back to 27 of 30
     assert status() == (0.9, "almostFull")
-    ingest([Reading(bays[0], True, now - 3000)], now=now)  # an older reading changes nothing
+    ingest([SensorReading(bays[0], True, now - 3000)], now=now)  # an older reading changes nothing
     assert status() == (0.9, "almostFull")
     # 26 occupied of 29 known (one bay silent past stale_after): 0.8966, just under
     db.session.execute(update(Bay).where(Bay.id == bays[4]).values(last_ts=now - 1900))
@@ -219,7 +219,7 @@ def test_full_and_almost_full(city, client):
 
 def test_lot_detail_lists_bays(city, client):
     now = time.time()
-    ingest([Reading("STR-001", True, now - 30, battery=55)], now=now)
+    ingest([SensorReading("STR-001", True, now - 30, battery=55)], now=now)
     body = client.get("/api/lots/STREET").json
     bays = {b["id"]: b for b in body["properties"]["bays"]}
     assert bays["STR-001"]["status"] == "occupied" and bays["STR-001"]["battery"] == 55
@@ -235,14 +235,14 @@ def test_unknown_lot_is_404_json(city, client):
 
 def test_events_csv_lists_state_changes_in_ts_order(city, client):
     base = 1_790_000_000.0
-    ingest([Reading("GAR-001", False, base - 100)], now=base + 5000)  # before the range
+    ingest([SensorReading("GAR-001", False, base - 100)], now=base + 5000)  # before the range
     ingest([
-        Reading("GAR-001", False, base + 10),   # repeats the state: no event
-        Reading("GAR-001", True, base + 20),
-        Reading("GAR-002", True, base + 15),    # first reading of the bay: an event
-        Reading("GAR-001", True, base + 30),    # heartbeat
+        SensorReading("GAR-001", False, base + 10),   # repeats the state: no event
+        SensorReading("GAR-001", True, base + 20),
+        SensorReading("GAR-002", True, base + 15),    # first reading of the bay: an event
+        SensorReading("GAR-001", True, base + 30),    # heartbeat
     ], now=base + 5000)
-    ingest([Reading("GAR-001", False, base + 25)], now=base + 5000)  # late, lands in its place
+    ingest([SensorReading("GAR-001", False, base + 25)], now=base + 5000)  # late, lands in its place
     response = client.get(f"/api/lots/GARAGE/events.csv?from=2026-09-21T14:13:00Z&to=2026-09-22")
     assert response.status_code == 200
     assert "attachment" in response.headers["Content-Disposition"]
@@ -263,7 +263,7 @@ def test_events_csv_streams_every_change_past_its_first_chunk(city, client):
 
     base = float(int(time.time()) - 86400)
     bays = ["GAR-001", "GAR-002", "GAR-003"]
-    readings = [Reading(bays[i % 3], (i // 3) % 4 < 2, base + i) for i in range(2400)]
+    readings = [SensorReading(bays[i % 3], (i // 3) % 4 < 2, base + i) for i in range(2400)]
     for start in range(0, len(readings), 600):
         ingest(readings[start:start + 600], now=base + 3000)
     previous, expected = {}, []

@@ -41,12 +41,12 @@ def backend() -> str:
 def readings(city):
     """Current readings through the one write path. PR-WEST: 2 free, 1 occupied, 1 not reporting;
     GARAGE: 6 occupied (full); STREET: STR-001 free, STR-002 occupied."""
-    from parking.ingest import Reading, ingest
+    from parking.ingest import SensorReading, ingest
 
     now = time.time()
     states = {"PRW-001": False, "PRW-002": True, "PRW-003": False, "STR-001": False, "STR-002": True}
     states.update({f"GAR-00{i}": True for i in range(1, 7)})
-    ingest([Reading(bay, occupied, now - 120) for bay, occupied in states.items()])
+    ingest([SensorReading(bay, occupied, now - 120) for bay, occupied in states.items()])
     return states
 
 

@@ -38,7 +38,7 @@ def big_city(city):
     """10,000 bays in 100 lots (one with a hostile name): most reporting, some silent, some low on
     battery, the last 500 never seen; 'sensor-7' holds a credential for bay C000-007."""
     from parking import credentials
-    from parking.ingest import Reading, ingest_bulk
+    from parking.ingest import SensorReading, ingest_bulk
     from parking.lots import import_lots
 
     features = [{
@@ -52,7 +52,7 @@ def big_city(city):
     for n in range(LOTS * BAYS_PER_LOT - 500):
         bay = f"C{n // BAYS_PER_LOT:03d}-{n % BAYS_PER_LOT:03d}"
         age = 7200 if n % 10 == 3 else 60  # every tenth is silent
-        readings.append(Reading(bay, bool(n & 1), now - age - n * 1e-3, battery=5 if n % 50 == 9 else 80))
+        readings.append(SensorReading(bay, bool(n & 1), now - age - n * 1e-3, battery=5 if n % 50 == 9 else 80))
     readings.sort(key=lambda r: r.ts)
     ingest_bulk(readings, received_at=None)
     credentials.add("sensor-7", ["C000-007"])

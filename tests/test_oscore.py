@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from gateway.server import run_in_thread
 from parking import credentials
 from parking.extensions import db
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 from parking.models import CredentialBay, SensorCredential
 
 from .conftest import ADMIN_TOKEN

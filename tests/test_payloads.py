@@ -7,7 +7,7 @@ import pytest
 
 from gateway.errors import PayloadError, UnsupportedFormat
 from gateway.payloads import decode
-from parking.ingest import Reading
+from parking.ingest import SensorReading
 
 NOW = 1_763_900_000.0
 
@@ -22,22 +22,22 @@ def j(value) -> bytes:
     [
         # Contract §3's example map, as JSON and as CBOR.
         (j({"bay": "P1-017", "occupied": True, "ts": 1763900000, "seq": 42, "battery": 87}), 50,
-         [Reading("P1-017", True, 1763900000.0, 42, 87)]),
+         [SensorReading("P1-017", True, 1763900000.0, 42, 87)]),
         (cbor2.dumps({"bay": "P1-017", "occupied": True, "ts": 1763900000, "seq": 42, "battery": 87}), 60,
-         [Reading("P1-017", True, 1763900000.0, 42, 87)]),
+         [SensorReading("P1-017", True, 1763900000.0, 42, 87)]),
         # Optional fields absent or null; ts with a fraction; the extreme values of the ranges.
-        (j({"bay": "a_B-9", "occupied": False}), 50, [Reading("a_B-9", False)]),
-        (j({"bay": "A", "occupied": False, "ts": None, "seq": None, "battery": None}), 50, [Reading("A", False)]),
+        (j({"bay": "a_B-9", "occupied": False}), 50, [SensorReading("a_B-9", False)]),
+        (j({"bay": "A", "occupied": False, "ts": None, "seq": None, "battery": None}), 50, [SensorReading("A", False)]),
         (j({"bay": "A", "occupied": True, "ts": 1763900000.25, "seq": 4294967295, "battery": 0}), 50,
-         [Reading("A", True, 1763900000.25, 4294967295, 0)]),
+         [SensorReading("A", True, 1763900000.25, 4294967295, 0)]),
         (cbor2.dumps({"bay": "A", "occupied": True, "ts": 1763900000.5, "seq": 0, "battery": 100}), 60,
-         [Reading("A", True, 1763900000.5, 0, 100)]),
+         [SensorReading("A", True, 1763900000.5, 0, 100)]),
         # Batches keep their order.
         (j([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": False, "ts": 5}]), 50,
-         [Reading("A", True), Reading("B", False, 5.0)]),
+         [SensorReading("A", True), SensorReading("B", False, 5.0)]),
         (cbor2.dumps([{"bay": "A", "occupied": True}, {"bay": "B", "occupied": False}]), 60,
-         [Reading("A", True), Reading("B", False)]),
-        (j({"bay": "X" * 64, "occupied": True}), 50, [Reading("X" * 64, True)]),
+         [SensorReading("A", True), SensorReading("B", False)]),
+        (j({"bay": "X" * 64, "occupied": True}), 50, [SensorReading("X" * 64, True)]),
     ],
 )
 def test_plain_maps_and_batches(payload, fmt, expected):
@@ -63,27 +63,27 @@ RFC_CBOR = [
 @pytest.mark.parametrize(
     "payload, fmt, expected",
     [
-        (j(RFC_MULTIPLE_DATAPOINTS), 110, [Reading("PRW-001", True, NOW)]),
+        (j(RFC_MULTIPLE_DATAPOINTS), 110, [SensorReading("PRW-001", True, NOW)]),
         (j(RFC_MULTIPLE_MEASUREMENTS), 110, [
-            Reading("PRW-001", True, 1276020076.001),
-            Reading("PRW-001", False, 1276020076.001 - 5),
-            Reading("PRW-002", True, 1276020076.001 - 4),
+            SensorReading("PRW-001", True, 1276020076.001),
+            SensorReading("PRW-001", False, 1276020076.001 - 5),
+            SensorReading("PRW-002", True, 1276020076.001 - 4),
         ]),
         (cbor2.dumps(RFC_CBOR), 112, [
-            Reading("PRW-001", True, 1276020076.001),
-            Reading("PRW-001", False, 1276020076.001 - 5),
+            SensorReading("PRW-001", True, 1276020076.001),
+            SensorReading("PRW-001", False, 1276020076.001 - 5),
         ]),
         # No time at all means "now"; a small t is relative to now (RFC 8428 §4.5.3).
-        (j([{"n": "urn:dev:bay:A:presence", "vb": False}]), 110, [Reading("A", False, NOW)]),
-        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": -30}]), 110, [Reading("A", True, NOW - 30)]),
-        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 2**28}]), 110, [Reading("A", True, float(2**28))]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": False}]), 110, [SensorReading("A", False, NOW)]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": -30}]), 110, [SensorReading("A", True, NOW - 30)]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 2**28}]), 110, [SensorReading("A", True, float(2**28))]),
         # A leading record with base values only; a base name changed half-way.
         (j([{"bn": "urn:dev:bay:", "bt": NOW - 60}, {"n": "A:presence", "vb": True},
             {"bn": "urn:dev:bay:B", "n": ":presence", "vb": False, "t": 10}]), 110,
-         [Reading("A", True, NOW - 60), Reading("B", False, NOW - 50)]),
+         [SensorReading("A", True, NOW - 60), SensorReading("B", False, NOW - 50)]),
         # Unknown labels are ignored (§4.4); so are units and an unregistered CBOR label.
-        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 0, "ut": 60, "foo": 1}]), 110, [Reading("A", True, NOW)]),
-        (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: True, 99: "x"}]), 112, [Reading("A", True, NOW)]),
+        (j([{"n": "urn:dev:bay:A:presence", "vb": True, "t": 0, "ut": 60, "foo": 1}]), 110, [SensorReading("A", True, NOW)]),
+        (cbor2.dumps([{0: "urn:dev:bay:A:presence", 4: True, 99: "x"}]), 112, [SensorReading("A", True, NOW)]),
     ],
 )
 def test_senml(payload, fmt, expected):

@@ -43,7 +43,7 @@ def days(city) -> dict:
     """Three full local days of history, the three days before yesterday's end, stored through
     `ingest`: GARAGE bay k is occupied from 08:00 for 2k hours, PR-WEST bays 07:00–09:00, STREET
     says nothing. The range handed to the page is six days, so half of it has no data."""
-    from parking.ingest import Reading, ingest
+    from parking.ingest import SensorReading, ingest
 
     today = dt.datetime.now(TZ).date()
     first = today - dt.timedelta(days=3)
@@ -55,9 +55,9 @@ def days(city) -> dict:
             ts = local.timestamp()
             hour = local.hour
             for k in range(1, 7):
-                readings.append(Reading(f"GAR-00{k}", 8 <= hour < 8 + 2 * k, ts))
+                readings.append(SensorReading(f"GAR-00{k}", 8 <= hour < 8 + 2 * k, ts))
             for k in range(1, 5):
-                readings.append(Reading(f"PRW-00{k}", 7 <= hour < 9, ts))
+                readings.append(SensorReading(f"PRW-00{k}", 7 <= hour < 9, ts))
     readings.sort(key=lambda r: r.ts)
     ingest(readings)
     return {"from": (today - dt.timedelta(days=6)).isoformat(), "to": today.isoformat(),

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from gateway.portlock import PortLock, PortTaken
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 from .test_gateway_crash import ROOT, free_udp_port, one_post, start
 

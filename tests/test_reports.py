@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from .hypothesis_profiles import examples
 from openpyxl import load_workbook
 
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.occupancy import coverage_pct, local_midnight, occupancy_pct
 from parking.reports import _pct_cell
 from parking.rollup import run_rollup
@@ -38,8 +38,8 @@ def test_fall_back_day_has_25_rows(city, client):
 def test_utilization_numbers(city, client):
     # 01:00-02:00 local on 29 March: GAR-001 occupied 01:00-01:30, free 01:30-02:00 (stale 1800).
     h1 = SPRING + 3600
-    ingest([Reading("GAR-001", False, h1 - 60), Reading("GAR-001", True, h1),
-            Reading("GAR-001", False, h1 + 1800)], now=h1 + 86400)
+    ingest([SensorReading("GAR-001", False, h1 - 60), SensorReading("GAR-001", True, h1),
+            SensorReading("GAR-001", False, h1 + 1800)], now=h1 + 86400)
     rows = client.get("/api/lots/GARAGE/utilization?from=2026-03-29T01:00:00%2B01:00"
                       "&to=2026-03-29T03:00:00%2B02:00").json["rows"]
     assert len(rows) == 1
@@ -72,8 +72,8 @@ def test_unknown_lot_in_reports(city, client):
 def _day_of_readings():
     for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001"]):
         t = SPRING + 8 * 3600 + i * 300
-        ingest([Reading(bay, False, t), Reading(bay, True, t + 600), Reading(bay, True, t + 1800),
-                Reading(bay, False, t + 3000)], now=SPRING + 3 * 86400)
+        ingest([SensorReading(bay, False, t), SensorReading(bay, True, t + 600), SensorReading(bay, True, t + 1800),
+                SensorReading(bay, False, t + 3000)], now=SPRING + 3 * 86400)
 
 
 def test_csv_for_several_lots(city, client):
@@ -246,7 +246,7 @@ def test_csv_rows_equal_json_rows_stored_fresh_and_empty(city, client):
     (after a rollup), computed on the fly (dirty) and with nothing known."""
     _day_of_readings()
     run_rollup()
-    ingest([Reading("GAR-003", True, SPRING + 12 * 3600)], now=SPRING + 3 * 86400)  # one dirty hour again
+    ingest([SensorReading("GAR-003", True, SPRING + 12 * 3600)], now=SPRING + 3 * 86400)  # one dirty hour again
     query = "lot=GARAGE&lot=PR-WEST&from=2026-03-29&to=2026-03-30"
     rows = list(csv.DictReader(io.StringIO(client.get(f"/api/reports/utilization.csv?{query}").data.decode())))
     checked = 0

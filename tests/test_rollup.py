@@ -8,9 +8,9 @@ from .hypothesis_profiles import examples
 from sqlalchemy import delete, select
 
 from parking.extensions import db
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 from parking.models import HourlyUtilization, Lot, RollupDirty
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 from parking.occupancy import local_midnight
 from parking.rollup import compute_hours, run_rollup, utilization
 
@@ -50,7 +50,7 @@ batches = st.lists(
 def test_incremental_rollup_equals_full_recompute(city, batches):
     clear_history()
     for items, rollup_minute in batches:
-        readings = [Reading(bay, occ, START + 60 * minute) for bay, minute, occ in items]
+        readings = [SensorReading(bay, occ, START + 60 * minute) for bay, minute, occ in items]
         ingest(readings, now=END)
         run_rollup(now=START + 60 * rollup_minute)  # hours ending later stay dirty
     run_rollup(now=END)
@@ -68,13 +68,13 @@ def test_incremental_rollup_equals_full_recompute(city, batches):
 
 def test_late_reading_is_reflected_before_and_after_rollup(city):
     noon = START + 12 * 3600
-    ingest([Reading("GAR-001", False, noon), Reading("GAR-001", False, noon + 1500)], now=END)
+    ingest([SensorReading("GAR-001", False, noon), SensorReading("GAR-001", False, noon + 1500)], now=END)
     run_rollup(now=END)
     lot = db.session.get(Lot, "GARAGE")
     before = utilization(lot, noon, noon + 3600, now=END)[0]
     assert before.occupied_seconds == 0
     # A reading a day late: the bay was occupied from 12:10 (the next reading at 12:25 frees it).
-    ingest([Reading("GAR-001", True, noon + 600)], now=END)
+    ingest([SensorReading("GAR-001", True, noon + 600)], now=END)
     dirty = sorted(h for (h,) in db.session.execute(select(RollupDirty.hour_start)))
     assert dirty == [noon]  # [12:10, 12:40] touches the 12:00 hour only
     assert utilization(lot, noon, noon + 3600, now=END)[0].occupied_seconds == 900  # no rollup yet
@@ -85,7 +85,7 @@ def test_late_reading_is_reflected_before_and_after_rollup(city):
 
 def test_unfinished_hour_is_computed_not_stored(city):
     now = START + 10 * 3600 + 1200  # 10:20
-    ingest([Reading("GAR-002", True, START + 10 * 3600)], now=now)
+    ingest([SensorReading("GAR-002", True, START + 10 * 3600)], now=now)
     run_rollup(now=now)
     assert stored() == {}
     lot = db.session.get(Lot, "GARAGE")
@@ -94,7 +94,7 @@ def test_unfinished_hour_is_computed_not_stored(city):
 
 
 def test_rollup_cli(runner, city):
-    ingest([Reading("GAR-003", True, START + 60)], now=END)
+    ingest([SensorReading("GAR-003", True, START + 60)], now=END)
     result = runner.invoke(args=["rollup"])
     assert result.exit_code == 0 and "rolled up 1 hours of 1 lots" in result.output
     result = runner.invoke(args=["rollup", "--full"])
@@ -113,7 +113,7 @@ def test_rollup_batches_give_the_same_figures(city, monkeypatch):
 
     for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001", "PRW-002", "STR-001"]):
         t = START + 3600 * (3 + 7 * i) + 60 * i
-        ingest([Reading(bay, True, t), Reading(bay, False, t + 2400), Reading(bay, True, t + 9000)], now=END)
+        ingest([SensorReading(bay, True, t), SensorReading(bay, False, t + 2400), SensorReading(bay, True, t + 9000)], now=END)
     lots = list(db.session.scalars(select(Lot).order_by(Lot.id)))
 
     def figures():
@@ -140,7 +140,7 @@ def test_rollup_batches_give_the_same_figures(city, monkeypatch):
     clear_history()
     for i, bay in enumerate(["GAR-001", "GAR-002", "PRW-001", "PRW-002", "STR-001"]):
         t = START + 3600 * (3 + 7 * i) + 60 * i
-        ingest([Reading(bay, True, t), Reading(bay, False, t + 2400), Reading(bay, True, t + 9000)], now=END)
+        ingest([SensorReading(bay, True, t), SensorReading(bay, False, t + 2400), SensorReading(bay, True, t + 9000)], now=END)
     run_rollup(now=END)
     large_served, large_stored = figures()
     assert small_served == large_served == whole_before

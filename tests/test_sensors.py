@@ -1,13 +1,13 @@
 """The operators' listing of sensors, over HTTP and the CLI."""
 import time
 
-from parking.ingest import Reading, ingest
+from parking.ingest import SensorReading, ingest
 
 
 def test_sensor_listing(city, client, runner):
     now = time.time()
-    ingest([Reading("STR-001", True, now - 10, battery=9)], now=now)
-    ingest([Reading("STR-002", False, now - 4000, battery=80)], now=now - 4000)
+    ingest([SensorReading("STR-001", True, now - 10, battery=9)], now=now)
+    ingest([SensorReading("STR-002", False, now - 4000, battery=80)], now=now - 4000)
     rows = {r["bay"]: r for r in client.get("/api/sensors?lot=STREET").json}
     assert rows["STR-001"]["problem"] == "low_battery"
     assert rows["STR-002"]["problem"] == "silent" and rows["STR-002"]["silent_for_s"] >= 4000

@@ -25,7 +25,7 @@ from parking.api.health import DEADLINE
 from parking.dbconnect import KEEPALIVE, TCP_USER_TIMEOUT_MS
 from parking.extensions import db
 from parking.lots import import_lot_file
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 from .conftest import CITY_FILE, database_url
 from .freeze_proxy import FreezeProxy

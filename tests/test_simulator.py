@@ -27,7 +27,7 @@ from gateway.simulator.sender import LiveSender, parse_hostport
 from parking.extensions import db
 from parking.lots import validate_collection
 from parking.models import Bay
-from parking.models import Reading as Row
+from parking.models import StoredReading as Row
 
 from .conftest import free_port
 

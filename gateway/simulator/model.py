@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from parking.ingest import Reading
+from parking.ingest import SensorReading
 from parking.sensors import SensorSnapshot
 
 from . import profiles
@@ -272,20 +272,20 @@ class CityModel:
         lot = self.lots[lot_id]
         return lot.occupied / lot.size
 
-    def advance(self, until: float) -> list[Reading]:
+    def advance(self, until: float) -> list[SensorReading]:
         """Every reading the sensors send in [now, until), in ts order; moves `now` to `until`."""
         if until <= self.now:
             return []
         for lot in self.lots.values():
             lot.simulate_to(until)
-        out: list[Reading] = []
+        out: list[SensorReading] = []
         for sensor in self.sensors:
             self._emit(sensor, until, out)
         out.sort(key=lambda r: r.ts)
         self.now = float(until)
         return out
 
-    def _emit(self, s: Sensor, until: float, out: list[Reading]) -> None:
+    def _emit(self, s: Sensor, until: float, out: list[SensorReading]) -> None:
         """Append what one sensor sends before `until`: changes, heartbeats, boot messages.
 
         The hot loop of a backfill (one pass per message), hence the local variables.
@@ -323,7 +323,7 @@ class CityModel:
             ts = int(t)
             s.seq = seq = (s.seq + 1) & SEQ_MASK
             battery = int(s.battery_start - s.battery_drain * (ts - s.battery_since))
-            reading = Reading(bay, s.state, ts, seq, battery if battery > 1 else 1)
+            reading = SensorReading(bay, s.state, ts, seq, battery if battery > 1 else 1)
             append(reading)
             if rng.random() < RETRANSMIT_PROBABILITY:
                 append(reading)  # the ACK was lost: same seq, same ts

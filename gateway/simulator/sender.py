@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from parking.ingest import Reading
+from parking.ingest import SensorReading
 from parking.startup import StartupError
 
 from .keys import answer_of, protect
@@ -157,7 +157,7 @@ class LiveSender:
         acquire.cancel()
         return False
 
-    async def _send(self, reading: Reading, ts: float) -> None:
+    async def _send(self, reading: SensorReading, ts: float) -> None:
         """POST one reading; retry after Max-Age on 5.03 (the slot stays taken: backpressure)."""
         from aiocoap import POST, Message
         from aiocoap.error import Error as CoapError

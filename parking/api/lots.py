@@ -18,7 +18,7 @@ from ..extensions import Blueprint, ErrorSchema, db
 from ..forecasting import forecast_at
 from ..lots import FeatureSchema, LotFileError, import_lots
 from ..models import Bay, Lot
-from ..models import Reading as ReadingRow
+from ..models import StoredReading
 from ..occupancy import changes_by_bay
 from ..timefmt import iso_utc
 from .common import is_lot_id, lot_or_404
@@ -186,27 +186,27 @@ def _event_rows(lot_id: str, start: float, end: float):
     """CSV lines of state changes (`occupancy.changes_by_bay`) in [start, end); each bay's state
     before start decides whether its first reading in the range is one."""
     last_before = (
-        select(ReadingRow.bay_id, func.max(ReadingRow.ts).label("ts"))
-        .join(Bay, Bay.id == ReadingRow.bay_id)
-        .where(Bay.lot_id == lot_id, ReadingRow.ts < start)
-        .group_by(ReadingRow.bay_id)
+        select(StoredReading.bay_id, func.max(StoredReading.ts).label("ts"))
+        .join(Bay, Bay.id == StoredReading.bay_id)
+        .where(Bay.lot_id == lot_id, StoredReading.ts < start)
+        .group_by(StoredReading.bay_id)
         .subquery()
     )
     previous: dict[str, bool | None] = {}
-    prior = select(ReadingRow.bay_id, ReadingRow.occupied, ReadingRow.id).join(
+    prior = select(StoredReading.bay_id, StoredReading.occupied, StoredReading.id).join(
         last_before,
-        and_(ReadingRow.bay_id == last_before.c.bay_id, ReadingRow.ts == last_before.c.ts),
-    ).order_by(ReadingRow.id)
+        and_(StoredReading.bay_id == last_before.c.bay_id, StoredReading.ts == last_before.c.ts),
+    ).order_by(StoredReading.id)
     for bay_id, occupied, _ in db.session.execute(prior):
         previous[bay_id] = occupied  # equal ts: the later-stored one wins
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["bay_id", "ts", "occupied"])
     rows = db.session.execute(
-        select(ReadingRow.bay_id, ReadingRow.ts, ReadingRow.occupied)
-        .join(Bay, Bay.id == ReadingRow.bay_id)
-        .where(Bay.lot_id == lot_id, ReadingRow.ts >= start, ReadingRow.ts < end)
-        .order_by(ReadingRow.ts, ReadingRow.id)
+        select(StoredReading.bay_id, StoredReading.ts, StoredReading.occupied)
+        .join(Bay, Bay.id == StoredReading.bay_id)
+        .where(Bay.lot_id == lot_id, StoredReading.ts >= start, StoredReading.ts < end)
+        .order_by(StoredReading.ts, StoredReading.id)
         .execution_options(yield_per=5000)
     )
     for chunk in rows.partitions(1000):  # streamed: a year of a lot is millions of readings
