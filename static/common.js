@@ -18,6 +18,20 @@ export function el(tag, props, ...kids) {
   return node;
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** An SVG element with attributes ({text, name: value…}) and children, as `el` builds HTML
+    ones: a string from the data becomes text, never markup. */
+export function svg(tag, props, ...kids) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const kid of kids) if (kid != null && kid !== false) node.append(kid);
+  return node;
+}
+
 /** The href if it is an absolute http(s) URL, else null (javascript:, data:, garbage). */
 export function safeHref(href) {
   try {

@@ -611,7 +611,7 @@ def test_a_legend_explains_every_symbol_of_the_markers(open_map, site):
     words = {"st-ok": "Spaces available", "st-almost": "Almost full", "st-full": "Full",
              "st-closed": "Closed", "st-unknown": "No current data"}
     for cls, word in words.items():
-        entry = legend.locator("li", has=page.locator(f".badge.{cls}:not(.stale)"))
+        entry = legend.locator("li", has=page.locator(f".badge.{cls}:not(.stale):not(.fc)"))  # .fc: test_map_forecast
         expect(entry).to_have_count(1)
         expect(entry).to_contain_text(word)
     expect(legend.locator("li", has=page.locator(".badge.stale"))).to_contain_text("old data")

@@ -1,6 +1,8 @@
-/* The detail panel of the selected lot: its summary and the grid of its bays. */
+/* The detail panel of the selected lot: the forecast for the arrival time (when one is chosen),
+   its summary, the chart of its next hours and the grid of its bays. */
 import { el } from "../common.js";
 import { state } from "./data.js";
+import { arrivalLine, nextHours } from "./outlook.js";
 import { BAY_WORD, clock, put, summary } from "./pieces.js";
 
 const $ = (id) => document.getElementById(id);
@@ -10,7 +12,8 @@ export function renderDetail() {
   const f = id && state.lots.get(id);
   if (!f || $("detail").hidden) return;
   $("detail-name").textContent = String(f.properties.name);
-  put($("detail-body"), summary(id, f));
+  const ahead = arrivalLine(id, f.properties);
+  put($("detail-body"), ...(ahead ? [ahead] : []), summary(id, f), nextHours(id, String(f.properties.name)));
   const box = $("bays");
   if (!state.bays || state.bays.id !== id) return put(box, el("p", "hint", "Loading bays…"));
   if (state.bays.error) return put(box, el("p", "hint", "Bays could not be loaded: " + state.bays.error));

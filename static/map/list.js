@@ -1,8 +1,9 @@
 /* The list of car parks beside the map (the main view on a phone): one button per lot that the
-   filters let through, kept across refreshes so that keyboard focus stays put. */
+   filters let through, kept across refreshes so that keyboard focus stays put. Each says the
+   live count, or the forecast for the arrival time with its range and the live count beside. */
 import { el } from "../common.js";
 import { lotStale, pr, state } from "./data.js";
-import { STATUS, ago, badge } from "./pieces.js";
+import { STATUS, ago, forecastWords, lotBadge, noForecast, when } from "./pieces.js";
 
 export const items = new Map(); // id -> <li>
 
@@ -20,14 +21,20 @@ function listItem(id, f, pick) {
   const p = f.properties;
   const s = STATUS[p.status] || STATUS.unknown;
   const btn = li.firstChild;
-  btn.className = "lot-item" + (lotStale(p) ? " stale" : "") + (id === state.selected ? " selected" : "");
-  const meta = p.status === "unknown" || p.status === "closed"
+  const ahead = state.forecastAt != null;
+  btn.className = "lot-item" + (ahead ? " forecast" : lotStale(p) ? " stale" : "") + (id === state.selected ? " selected" : "");
+  const live = p.status === "unknown" || p.status === "closed"
     ? s.word + " · " + p.total + " spaces"
     : "free of " + p.total + " · " + s.word;
-  const extra = el("span", "li-extra", ago(p.updated_at));
+  let meta = live;
+  let extra = el("span", "li-extra", ago(p.updated_at));
   if (lotStale(p)) extra.append(" ", el("span", "tag", "old data"));
   if (p.unknown > 0) extra.append(" · " + p.unknown + " not reporting");
-  const kids = [el("span", "li-name", String(p.name)), badge(p), el("span", "li-meta", meta), extra];
+  if (ahead) {
+    meta = p.forecast ? forecastWords(p.forecast) + " · at " + when(state.forecastAt) : noForecast(id);
+    extra = el("span", "li-extra", "Now: " + (p.status === "unknown" || p.status === "closed" ? s.word : p.free + " free of " + p.total) + " · " + ago(p.updated_at));
+  }
+  const kids = [el("span", "li-name", String(p.name)), lotBadge(p), el("span", "li-meta", meta), extra];
   const ride = pr(p);
   if (ride) {
     const t = el("span", "li-pr", el("span", "pr-tag", "P+R"));
@@ -50,11 +57,16 @@ export function renderList(shown, pick) {
     ul.replaceChildren(...want);
     if (focused && focused.classList.contains("lot-item") && focused.isConnected) focused.focus();
   }
-  ul.setAttribute("aria-label", "Car parks, " + (state.byDistance ? "nearest first" : "most free spaces first"));
+  ul.setAttribute("aria-label", "Car parks, " + order());
   let text;
   if (!state.lots.size) text = state.error ? "Car parks could not be loaded." : "Loading car parks…";
   else if (!shown.length) text = "No car park matches the filters.";
-  else text = (shown.length === state.lots.size ? shown.length : shown.length + " of " + state.lots.size) + " car parks, " + (state.byDistance ? "nearest first" : "most free spaces first");
+  else text = (shown.length === state.lots.size ? shown.length : shown.length + " of " + state.lots.size) + " car parks, " + order();
   const summary = document.getElementById("list-summary");
   if (summary.textContent !== text) summary.textContent = text;
+}
+
+function order() {
+  if (state.byDistance) return "nearest first";
+  return state.forecastAt == null ? "most free spaces first" : "most free spaces at " + when(state.forecastAt) + " first";
 }

@@ -1,14 +1,17 @@
-/* The drivers' map: live free spaces per lot, read only from the JSON API (contract §4). This
-   module puts the page together: what a click, a keystroke or a refresh changes, the phone's
-   list-or-map switch, the notices and the location. The parts: data.js (settings, lots, refresh,
-   filters), markers.js (the map and its labels), popups.js, list.js, detail.js, and pieces.js
-   for what they share. No framework, no build: the browser loads these modules as they are. */
+/* The drivers' map: live free spaces per lot, or those expected at the driver's arrival, read
+   only from the JSON API (contracts §4 and §6). This module puts the page together: what a
+   click, a keystroke or a refresh changes, the phone's list-or-map switch, the notices and the
+   location. The parts: data.js (settings, lots, refresh, filters), arriving.js (the arrival
+   time), markers.js (the map and its labels), popups.js, list.js, detail.js, outlook.js and
+   chart.js (a lot's next hours), and pieces.js for what they share. No framework, no build:
+   the browser loads these modules as they are. */
 import { el } from "../common.js";
+import { renderArriving, startArriving } from "./arriving.js";
 import { cfg, loadBays, now, onData, refresh, state, visibleLots } from "./data.js";
 import { renderDetail } from "./detail.js";
 import { items, renderList } from "./list.js";
 import { declutter, fitToLots, map, markers, renderMarkers, showHere, startMap } from "./markers.js";
-import { clock } from "./pieces.js";
+import { clock, when } from "./pieces.js";
 import { popupContent } from "./popups.js";
 
 const body = document.body;
@@ -109,8 +112,9 @@ function renderNotice() {
 
 function renderFreshness() {
   const t = $("freshness");
+  const what = state.forecastAt == null ? "Live" : "Forecast for " + when(state.forecastAt);
   if (state.error) t.textContent = state.loadedAt ? "Offline · last data " + clock(state.loadedAt) : "Offline";
-  else if (state.loadedAt) t.textContent = "Live · checked " + clock(state.loadedAt);
+  else if (state.loadedAt) t.textContent = what + " · checked " + clock(state.loadedAt);
 }
 
 /** Draw everything from the state; `typing`: a keystroke in the filters, where the labels are
@@ -126,6 +130,7 @@ function render(typing) {
   renderList(shown, (id) => select(id, "list"));
   renderNotice();
   renderFreshness();
+  renderArriving();
   renderDetail();
   if (!state.fitted && state.lots.size) fitToLots();
 }
@@ -165,6 +170,7 @@ onData("lots", () => {
   if (state.selected && !state.error && !$("detail").hidden) loadBays(state.selected);
 });
 onData("bays", renderDetail);
+onData("curve", () => render()); // a lot's forecast came, for its popup, panel or list item
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 $("f-name").addEventListener("input", () => render(true));
 for (const id of ["f-pr", "f-min"]) $(id).addEventListener("input", () => render());
@@ -178,4 +184,5 @@ narrow.addEventListener("change", () => {
   if (!state.fitted) fitToLots();
 });
 startMap();
+startArriving();
 refresh();

@@ -1,8 +1,9 @@
 /* The map itself: Leaflet with the optional tiles and the bundled city outline, one marker per
-   lot (dot, leader line and label), and the placing of labels so that none covers another. */
+   lot (dot, leader line and label: the live count, or the forecast for the arrival time), and
+   the placing of labels so that none covers another. */
 import { el, safeHref } from "../common.js";
-import { cfg, latLon, lotStale, pr, state } from "./data.js";
-import { STATUS, badge } from "./pieces.js";
+import { cfg, forecastStatus, latLon, lotStale, pr, shownFree, state } from "./data.js";
+import { STATUS, badge, forecastBadge, lotBadge, when } from "./pieces.js";
 
 // From this zoom on (a few streets across the screen) every label also names its lot; farther
 // out the numbers alone keep the labels small, and a hovered or focused one shows its name.
@@ -138,6 +139,8 @@ function addLegend() {
     old.classList.add("stale");
     list.append(el("li", null, old, " old data (no reading for a while)"));
     list.append(el("li", null, el("span", "pr-tag", "P+R"), " Park and ride"));
+    const ahead = forecastBadge({ forecast: { expected_free: 12 }, total: 40 });
+    list.append(el("li", "legend-fc", ahead, " forecast: about 12 free when you arrive"));
     const details = el("details", "map-legend", el("summary", null, "Legend"), list);
     details.open = !narrow.matches;
     const box = el("section", "leaflet-bar legend-box", details);
@@ -164,17 +167,30 @@ function shortName(name) {
 
 /** The pin: a dot on the lot, a leader line, and the label (moved by declutter when crowded). */
 function markerContent(id, p) {
-  const s = STATUS[p.status] || STATUS.unknown;
-  const node = el("div", "lot-marker " + s.cls + (lotStale(p) ? " stale" : "") + (pr(p) ? " pr" : ""));
+  const ahead = state.forecastAt != null;
+  const s = STATUS[ahead ? forecastStatus(p) : p.status] || STATUS.unknown;
+  const node = el("div", "lot-marker " + s.cls + (ahead ? " forecast" : lotStale(p) ? " stale" : "") + (pr(p) ? " pr" : ""));
   node.dataset.lotId = id;
   node.dataset.free = String(p.free);
   node.dataset.status = String(p.status);
+  if (ahead) forecastData(node, p.forecast);
   // What is seen is hidden from screen readers, which hear one sentence instead.
-  const seen = el("span", "seen", badge(p), pr(p) ? el("span", "pr-tag", "P+R") : null, el("span", "short", shortName(p.name)));
+  const seen = el("span", "seen", lotBadge(p), pr(p) ? el("span", "pr-tag", "P+R") : null, el("span", "short", shortName(p.name)));
   seen.setAttribute("aria-hidden", "true");
-  const said = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
+  let said = p.status === "closed" || p.status === "unknown" ? s.word : p.free + " free of " + p.total + ", " + s.word.toLowerCase();
+  const f = p.forecast;
+  if (ahead) said = "forecast for " + when(state.forecastAt) + ": " + (f ? "about " + f.expected_free + " free of " + p.total + " (" + f.free_low + " to " + f.free_high + ")" : "none");
   node.append(seen, el("span", "sr", String(p.name) + ": " + said + (pr(p) ? ", park and ride" : "")));
   return el("div", "pin", el("span", "leader"), el("span", "dot"), node);
+}
+
+/** The forecast a marker shows, as data- attributes (for whoever reads the page, and the tests). */
+function forecastData(node, f) {
+  node.dataset.forecast = f ? "yes" : "none";
+  if (!f) return;
+  node.dataset.expectedFree = String(f.expected_free);
+  node.dataset.freeLow = String(f.free_low);
+  node.dataset.freeHigh = String(f.free_high);
 }
 
 /** Markers for every lot, on the map for those `shown`; `popup(id)` builds a popup's content,
@@ -206,7 +222,7 @@ export function renderMarkers(shown, { popup, opened, closed }) {
       markers.set(id, m);
     }
     m.marker.setLatLng([ll.lat, ll.lon]);
-    m.marker.setZIndexOffset(id === state.selected ? 1000 : Math.min(900, p.free || 0));
+    m.marker.setZIndexOffset(id === state.selected ? 1000 : Math.min(900, shownFree(p)));
     if (ids.has(id)) lotLayer.addLayer(m.marker);
     else lotLayer.removeLayer(m.marker);
     // Update the icon in place: replacing it would drop keyboard focus every refresh.

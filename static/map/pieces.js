@@ -1,9 +1,10 @@
 /* The pieces of the map page that marker, popup, list and detail panel share: the words and
-   symbols of each status, "updated N min ago", the lot's badge and its summary. Every string from
+   symbols of each status, "updated N min ago", the lot's badge (live or forecast), the words of
+   a forecast and the lot's summary. Every string from
    the data goes into the page through text nodes and every link through `link`, because lot files
    are imported from outside. */
 import { el, link, safeHref } from "../common.js";
-import { latLon, lotStale, now, pr } from "./data.js";
+import { curve, forecastStatus, latLon, lotStale, now, pr, state } from "./data.js";
 
 export const STATUS = {
   spacesAvailable: { word: "Spaces available", sym: "✓", cls: "st-ok" },
@@ -31,6 +32,43 @@ export function clock(t) {
   return d.toDateString() === new Date(now()).toDateString() ? time : d.toLocaleDateString() + " " + time;
 }
 
+/** An arrival time as a driver says it: "17:30", "tomorrow 17:30". */
+export function when(t) {
+  const d = new Date(t);
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const today = new Date(now());
+  if (d.toDateString() === today.toDateString()) return time;
+  today.setDate(today.getDate() + 1);
+  return (d.toDateString() === today.toDateString() ? "tomorrow " : d.toLocaleDateString() + " ") + time;
+}
+
+/** The badge the lots have now: live, or the forecast for the arrival time. */
+export const lotBadge = (p) => (state.forecastAt == null ? badge(p) : forecastBadge(p));
+
+/** A forecast's badge: "≈" and the expected free spaces, drawn apart from a live count (a
+    tint and a dashed edge instead of a solid fill); "?" without a forecast. */
+export function forecastBadge(p) {
+  const s = STATUS[forecastStatus(p)];
+  const b = el("span", "badge fc " + s.cls, el("span", "sym", "≈"), el("span", "num", p.forecast ? String(p.forecast.expected_free) : "?"));
+  b.firstChild.setAttribute("aria-hidden", "true");
+  if (!p.forecast) b.lastChild.setAttribute("aria-hidden", "true");
+  return b;
+}
+
+/** "about 40 free, 25–55" for a forecast (the 80 % range after the comma). */
+export function forecastWords(f) {
+  const range = f.free_low === f.free_high ? "" : ", " + f.free_low + "–" + f.free_high;
+  return "about " + f.expected_free + " free" + range;
+}
+
+/** Why lot `id` has no forecast, as the API says it (fetched on first use), else a plain "none". */
+export function noForecast(id) {
+  const c = curve(id);
+  const why = c && c.body && !(c.body.rows || []).length && String(c.body.reason || "");
+  if (!why) return "No forecast for this time";
+  return /^no forecast/i.test(why) ? why[0].toUpperCase() + why.slice(1) : "No forecast: " + why;
+}
+
 /** The lot's badge, the same on map and list: symbol and free count, or "closed" or "?".
     Only the count is read out; the words next to it say the rest. */
 export function badge(p) {
@@ -55,7 +93,8 @@ export function summary(id, f, brief) {
   free.dataset.field = "free";
   const total = el("span", null, String(p.total));
   total.dataset.field = "total";
-  box.append(el("p", "big", free, " free of ", total));
+  // Beside a forecast, the live numbers say they are the present ones.
+  box.append(el("p", "big", state.forecastAt == null ? null : "Now: ", free, " free of ", total));
   const st = el("p", "status " + s.cls, el("span", "sym", s.sym), " ", s.word);
   st.dataset.field = "status";
   st.firstChild.setAttribute("aria-hidden", "true");
