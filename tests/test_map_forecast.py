@@ -171,3 +171,17 @@ def test_arriving_on_a_phone_by_keyboard(open_map, site):
     expect(marker(page, "GARAGE")).to_have_class(re.compile(r"\bforecast\b"))
     page.get_by_label("Now", exact=True).check()
     expect(marker(page, "GARAGE")).not_to_have_class(re.compile(r"\bforecast\b"))
+
+
+def test_the_detail_panel_keeps_the_forecast_when_its_bays_come(open_map, site):
+    """The lot alone (GET /api/lots/<id>, for its bays) carries no forecast: the panel and the
+    marker keep the one of the list."""
+    page = open_map().page
+    page.get_by_label("+1 h").check()
+    at = shown_instant(page)
+    forecast = features(site, "?at=" + quote(at))["GARAGE"]["properties"]["forecast"]
+    page.locator('.lot-item[data-lot-id="GARAGE"]').click()
+    expect(page.locator("#bays .bay-grid .bay")).to_have_count(6)  # the lot alone has come
+    expect(page.locator('#detail-body [data-field="forecast"]')).to_contain_text(f"about {forecast['expected_free']} free")
+    expect(page.locator("#detail-body svg.fc-chart path.band")).to_have_count(1)
+    expect(marker(page, "GARAGE")).to_have_attribute("data-expected-free", str(forecast["expected_free"]))

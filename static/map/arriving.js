@@ -1,6 +1,7 @@
 /* The "arriving" control: now (the live counts, the default), +15 min, +30 min, +1 h, or a time
    of day within the next 24 h (one earlier than now is tomorrow's), for which the map shows the
    expected free spaces instead; and the line under it that says which of the two is shown. */
+import { el } from "../common.js";
 import { AHEAD_MS, now, setArrival, state } from "./data.js";
 import { when } from "./pieces.js";
 
@@ -67,10 +68,13 @@ export function renderArriving() {
   document.body.classList.toggle("is-forecast", at != null);
   form.dataset.at = at == null ? "" : new Date(at).toISOString();
   let msg = "";
+  let more = "";
   if (a && state.busy) msg = "Loading the forecast…";
   else if (a && state.error) msg = "The forecast could not be loaded (" + state.error + ").";
-  else if (at != null) msg = "Forecast for " + when(at) + " (" + fromNow(at) + "): ≈ expected free spaces, and the range they fall in 8 times in 10.";
-  else if (state.passed) msg = when(state.passed) + " has come: live counts again.";
+  else if (at != null) {
+    msg = "Forecast for " + when(at) + " (" + fromNow(at) + ")";
+    more = ": ≈ expected free spaces; the range after them holds 8 times in 10.";
+  } else if (state.passed) msg = when(state.passed) + " has come: live counts again.";
   const box = $("arrive-msg");
-  if (box.textContent !== msg) box.textContent = msg;
+  if (box.textContent !== msg + more) box.replaceChildren(...(msg ? [msg] : []), ...(more ? [el("span", "more", more)] : []));
 }

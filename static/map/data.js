@@ -131,6 +131,9 @@ export async function loadBays(id) {
     const f = await getJSON(cfg.api + "/" + encodeURIComponent(id));
     if (state.selected !== id) return;
     state.bays = { id, bays: (f.properties && f.properties.bays) || [] };
+    // The lot alone comes without a forecast: it keeps the one of the list it belongs to.
+    const old = state.lots.get(id);
+    if (old && "forecast" in old.properties && f.properties) f.properties.forecast = old.properties.forecast;
     state.lots.set(id, f);
   } catch (e) {
     if (state.selected !== id) return;
