@@ -185,3 +185,17 @@ def test_the_detail_panel_keeps_the_forecast_when_its_bays_come(open_map, site):
     expect(page.locator('#detail-body [data-field="forecast"]')).to_contain_text(f"about {forecast['expected_free']} free")
     expect(page.locator("#detail-body svg.fc-chart path.band")).to_have_count(1)
     expect(marker(page, "GARAGE")).to_have_attribute("data-expected-free", str(forecast["expected_free"]))
+
+
+def test_a_chosen_time_that_has_come_goes_back_to_live(open_map, site):
+    mp = open_map(clock=True)
+    page = mp.page
+    soon = dt.datetime.now(BERLIN) + dt.timedelta(minutes=3)
+    page.get_by_label("Arrival time").fill(soon.strftime("%H:%M"))
+    shown_instant(page)
+    expect(marker(page, "GARAGE")).to_have_class(re.compile(r"\bforecast\b"))
+    page.clock.fast_forward(5 * 60_000)  # past the chosen time; the 30 s refresh is due
+    expect(page.locator("#arriving")).to_have_attribute("data-at", "")
+    expect(page.get_by_label("Now", exact=True)).to_be_checked()
+    expect(page.locator("#arrive-msg")).to_have_text(f"{soon:%H:%M} has come: live counts again.")
+    expect(marker(page, "GARAGE")).not_to_have_class(re.compile(r"\bforecast\b"))

@@ -51,10 +51,10 @@ export function chart(pts, capacity, { start, end, mark, label }) {
   box.append(svg("path", { class: "band", d: "M" + line(pts, "free_high") + "L" + line(pts.slice().reverse(), "free_low") + "Z" }));
   box.append(svg("path", { class: "line", d: "M" + line(pts, "expected_free") }));
   if (mark != null && mark >= start && mark <= end) {
-    const mx = r1(x(mark));
+    const mx = String(Math.round(x(mark))); // whole pixels: a moving arrival redraws the popup less often
     box.append(
       svg("line", { class: "mark", x1: mx, x2: mx, y1: PAD.t, y2: H - PAD.b }),
-      svg("circle", { class: "mark-dot", cx: mx, cy: r1(y(at(pts, mark, "expected_free"))), r: 3.5 }),
+      svg("circle", { class: "mark-dot", cx: mx, cy: String(Math.round(y(at(pts, mark, "expected_free")))), r: 3.5 }),
     );
   }
   return box;
