@@ -126,3 +126,15 @@ def test_the_walk_sees_imports_of_every_kind():
     assert "gateway.writer_process" in edges["gateway.writer"]  # `from . import writer_process`
     assert "parking" in edges["gateway.writer_process"]  # inside a function
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_architecture_places_every_module():
+    """docs/architecture.md names every module of the three packages by its path."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    unplaced = sorted(
+        str(path.relative_to(ROOT))
+        for package in (*PACKAGES, "service")
+        for path in sources(package).values()
+        if f"`{path.relative_to(ROOT)}`" not in text
+    )
+    assert not unplaced, "docs/architecture.md, 'Where each module lives', does not place: " + ", ".join(unplaced)

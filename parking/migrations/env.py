@@ -1,3 +1,5 @@
+"""Alembic's environment for the schema migrations in versions/: the app's engine and models
+(`flask db upgrade`), offline or online."""
 import logging
 
 from flask import current_app
