@@ -1,6 +1,8 @@
 """Portable SQL helpers: the same code on SQLite and PostgreSQL, no dialect-only SQL elsewhere."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from sqlalchemy import any_, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -53,3 +55,9 @@ def in_subquery(session: Session, column, subquery):
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(func.array(subquery.scalar_subquery()))
     return column.in_(subquery)
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of at most `size` items: ids per IN (...) list, rows per executemany."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

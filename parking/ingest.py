@@ -17,7 +17,7 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from .dbutil import upsert_insert
+from .dbutil import chunks, upsert_insert
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
 from .models import StoredReading
@@ -93,7 +93,7 @@ class BayDirectory:
     def lookup(self, session: Session, bay_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """The known bays among `bay_ids`; refreshes the cache for ids it has not seen."""
         missing = {b for b in bay_ids if b not in self._bays}
-        for chunk in _chunks(sorted(missing), 500):
+        for chunk in chunks(sorted(missing), 500):
             rows = session.execute(
                 select(Bay.id, Bay.lot_id, Lot.timezone)
                 .join(Lot, Lot.id == Bay.lot_id)
@@ -289,7 +289,7 @@ def _stored_near(session: Session, readings: Sequence[SensorReading]):
             seqs = sorted({r.seq for r in readings if r.seq is not None})
             match = StoredReading.ts.in_(ts_values)
             near = near & (or_(match, StoredReading.seq.in_(seqs)) if seqs else match)
-        for chunk in _chunks(bays, 500):
+        for chunk in chunks(bays, 500):
             yield from session.execute(select(*columns).where(StoredReading.bay_id.in_(chunk), near))
         return
     windows: dict[str, list[float]] = {}
@@ -297,7 +297,7 @@ def _stored_near(session: Session, readings: Sequence[SensorReading]):
         lo_hi = windows.setdefault(r.bay, [r.ts, r.ts])
         lo_hi[0] = min(lo_hi[0], r.ts)
         lo_hi[1] = max(lo_hi[1], r.ts)
-    for chunk in _chunks(sorted(windows.items()), _OR_CHUNK):
+    for chunk in chunks(sorted(windows.items()), _OR_CHUNK):
         condition = or_(
             *(
                 and_(
@@ -324,7 +324,7 @@ def _insert_readings(session: Session, rows: list[tuple]) -> None:
         f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (bay_id, ts, occupied) DO NOTHING"
     )
     connection = session.connection()
-    for chunk in _chunks(rows, 5000):
+    for chunk in chunks(rows, 5000):
         connection.exec_driver_sql(sql, chunk)
 
 
@@ -339,7 +339,7 @@ def _update_bays(
     bay_ids = sorted({r.bay for r in readings})
     current = {
         row.id: row
-        for chunk in _chunks(bay_ids, 500)
+        for chunk in chunks(bay_ids, 500)
         for row in session.execute(
             select(Bay.id, Bay.state, Bay.last_ts, Bay.state_since, Bay.last_seen, Bay.battery).where(
                 Bay.id.in_(chunk)
@@ -429,9 +429,3 @@ def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:
         index_elements=["lot_id", "hour_start"], set_={"version": table.c.version + 1}
     )
     session.execute(stmt, [{"lot_id": l, "hour_start": h, "version": 1} for l, h in sorted(marks)])
-
-
-def _chunks(items: Sequence, size: int):
-    """Consecutive slices of at most `size` items."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy import Float, bindparam, delete, func, literal, select
 
 from .extensions import db
-from .dbutil import driver_tuples, in_subquery, upsert_insert
+from .dbutil import chunks, driver_tuples, in_subquery, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
 from .models import StoredReading
 from .occupancy import HOUR, HourFigures, hour_starts, hourly_figures, reach_hours
@@ -56,7 +56,7 @@ def bay_count(lot_id: str) -> int:
 def _bay_counts(lot_ids: Sequence[str]) -> dict[str, int]:
     """Bays per lot for many lots (0 for a lot without bays)."""
     counts = dict.fromkeys(lot_ids, 0)
-    for chunk in _chunks(lot_ids, IN_CHUNK):
+    for chunk in chunks(lot_ids, IN_CHUNK):
         counts.update(
             db.session.execute(
                 select(Bay.lot_id, func.count()).where(Bay.lot_id.in_(chunk)).group_by(Bay.lot_id)
@@ -75,7 +75,7 @@ def readings_of_lots(
 ) -> dict[str, dict[str, list[tuple[float, bool]]]]:
     """(ts, occupied) per bay per lot in [start, end), in storage order (ts, then id)."""
     by_lot: dict[str, dict[str, list[tuple[float, bool]]]] = {}
-    for chunk in _chunks(lot_ids, IN_CHUNK):
+    for chunk in chunks(lot_ids, IN_CHUNK):
         bays_of_lots = select(Bay.id).where(Bay.lot_id.in_(chunk))
         rows = db.session.execute(
             select(Bay.lot_id, StoredReading.bay_id, StoredReading.ts, StoredReading.occupied)
@@ -116,7 +116,7 @@ def compute_lots_hours(
             lots_by_window[tuple(window)].append(lot_id)
     figures: dict[str, list[HourFigures]] = defaultdict(list)
     for window, lot_ids in lots_by_window.items():
-        for group in _chunks(lot_ids, max(1, LOT_HOURS_PER_QUERY // len(window))):
+        for group in chunks(lot_ids, max(1, LOT_HOURS_PER_QUERY // len(window))):
             readings = readings_of_lots(group, window[0] - stale_after, window[-1] + HOUR)
             for lot_id in group:
                 figures[lot_id].extend(
@@ -137,12 +137,6 @@ def _windows(hours: Sequence[float]) -> Iterable[list[float]]:
         run.append(h)
     if run:
         yield run
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    """Consecutive slices of at most `size` items."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def run_rollup(now: float | None = None, stale_after: float | None = None) -> RollupStats:
@@ -215,7 +209,7 @@ def _store_figures(figures: Mapping[str, Sequence[HourFigures]], now: float) -> 
         index_elements=["lot_id", "hour_start"],
         set_={c: stmt.excluded[c] for c in rows[0] if c not in ("lot_id", "hour_start")},
     )
-    for chunk in _chunks(rows, 1000):
+    for chunk in chunks(rows, 1000):
         db.session.execute(stmt, chunk)
     return len(rows)
 
@@ -312,7 +306,7 @@ def _hourly_rows_batch(
         lo, hi = min(s[1] for s in spans), max(s[2] for s in spans)
         # Core, not ORM: rows straight from the driver (the ORM's loading cost more than the rest).
         connection = db.session.connection()
-        for chunk in _chunks(lot_ids, IN_CHUNK):
+        for chunk in chunks(lot_ids, IN_CHUNK):
             # Marks first: a mark missing now was cleared by a rollup that had already committed
             # its aggregate (same transaction), so the stored row read next is the current one.
             for lot_id, hour in connection.execute(
