@@ -1,8 +1,7 @@
 /* The pieces of the map page that marker, popup, list and detail panel share: the words and
    symbols of each status, "updated N min ago", the lot's badge (live or forecast), the words of
-   a forecast and the lot's summary. Every string from
-   the data goes into the page through text nodes and every link through `link`, because lot files
-   are imported from outside. */
+   a forecast and the lot's summary. Every string from the data goes into the page through text
+   nodes and every link through `link`, because lot files are imported from outside. */
 import { el, link, safeHref } from "../common.js";
 import { curve, forecastStatus, latLon, lotStale, now, pr, state } from "./data.js";
 
