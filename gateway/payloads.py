@@ -23,7 +23,7 @@ import cbor2
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from parking.ingest import SEQ_MAX, SensorReading
-from parking.validation import ID_BODY, IdFormat, describe_errors, is_id
+from parking.validation import ID_BODY, ID_RE, IdFormat, describe_errors
 
 from .errors import PayloadError, UnsupportedFormat
 
@@ -236,7 +236,7 @@ def _fast_reading(item) -> SensorReading | None:
         return None
     bay = item.get("bay")
     occupied = item.get("occupied")
-    if type(bay) is not str or type(occupied) is not bool or not is_id(bay):
+    if type(bay) is not str or type(occupied) is not bool or ID_RE.fullmatch(bay) is None:
         return None
     ts = item.get("ts")
     if ts is not None:
