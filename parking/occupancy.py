@@ -3,7 +3,8 @@
 This module owns the meaning of the numbers (contract §5) and the local-hour calendar
 (docs/architecture.md, "Time"). Everything here is a pure function of its arguments: no Flask,
 no database, no clock. The database layer fetches readings and stores what these functions
-return; there is no second copy of this arithmetic anywhere else.
+return; there is no second copy of this arithmetic anywhere else. (Over 400 lines on purpose:
+every rule of §5 has its one home here, next to the others it must agree with.)
 
 Conventions used throughout:
 
