@@ -46,6 +46,7 @@ BAND_STEP = 0.01  # step of the band's quantile trackers (normalised residual un
 GROUP_HOURS = (9, 13, 17)  # boundaries of the time-of-day groups, local hours
 STRAY_RATE = 0.001  # the lot's mean distance from its profile follows about the last 15 days
 STRAY_DEFAULT = 0.08  # ... and before it is known (a typical lot of the traces)
+STALE_AFTER = 900  # a last value older than the feeds' usual cadence moves the forecast to later knots
 LEARN_EVERY = 4  # the band learns from forecasts made every hour (cheap; plenty of outcomes)
 MODEL_PATH = Path(__file__).with_name("data") / "forecast_model.json"
 NAN = math.nan
@@ -322,15 +323,35 @@ class LotForecaster:
         """(features, profile at the target, band scale, time-of-day group) for now + horizon (training)."""
         return self._features(now, horizon, self._anomalies(now))
 
-    def _anomalies(self, now: float) -> tuple[float, float, float, float, float, float]:
-        """(anomaly now, mean anomaly last hour, last 4 hours, 15 minutes ago, profile now, age of
-        the last observation): how today differs from the profile."""
+    def _y_at(self, point: int) -> float:
+        """The settled occupancy fraction of a grid point, NaN when unknown or out of range."""
+        i = point % RING
+        return self._ring[i] if self._ring_point[i] == point else NAN
+
+    def _anomalies(self, now: float) -> tuple:
+        """What the features of every horizon share, from `now`: (anomaly now, mean anomaly last
+        hour, last 4 hours, 15 minutes ago, profile now, age of the last observation, change over
+        the last 30 and 60 minutes, anomaly at this time yesterday, mean anomaly of the last 24
+        hours, the value now): how today differs from the profile and where it is heading."""
         age = now - self._last_ts if self._last_ts is not None else math.inf
         p_now = round(now / STEP)
         b0 = self._base(p_now)[0]
+        # Yesterday's and the last day's differences are history, known even after a gap: a lot
+        # that has been fuller than usual all week is likely to stay so.
+        d_yday = self._dev_at(p_now - DAY_POINTS)
+        d_yday = 0.0 if d_yday != d_yday else d_yday
+        total, count = 0.0, 0
+        for back in range(1, DAY_POINTS + 1):
+            i = (p_now - back) % RING
+            d = self._dev[i]
+            if self._ring_point[i] == p_now - back and d == d:
+                total += d
+                count += 1
+        a24 = total / count if count else 0.0
         if age > MAX_CARRY:
-            return 0.0, 0.0, 0.0, 0.0, b0, age
-        a0 = self._last_y - b0
+            return 0.0, 0.0, 0.0, 0.0, b0, age, 0.0, 0.0, d_yday, a24, b0
+        y0 = self._last_y
+        a0 = y0 - b0
         sums = [0.0, 0.0]
         counts = [0, 0]
         a15 = a0
@@ -348,10 +369,14 @@ class LotForecaster:
             counts[1] += 1
         a1 = sums[0] / counts[0] if counts[0] else a0
         a4 = sums[1] / counts[1] if counts[1] else a1
-        return a0, a1, a4, a15, b0, age
+        # The day's trend: how the lot moved over the last half hour and hour.
+        y30, y60 = self._y_at(p_now - 2), self._y_at(p_now - 4)
+        s30 = y0 - y30 if y30 == y30 else 0.0
+        s60 = y0 - y60 if y60 == y60 else 0.0
+        return a0, a1, a4, a15, b0, age, s30, s60, d_yday, a24, y0
 
     def _features(self, now: float, horizon: float, anomalies) -> tuple[list[float], float, float, int]:
-        a0, a1, a4, a15, b0, _ = anomalies
+        a0, a1, a4, a15, b0, _, s30, s60, d_yday, a24, y0 = anomalies
         target = round((now + horizon) / STEP)
         base, spread = self._base(target)
         # How the same times 1-3 weeks ago differed from the profile: at the target (a recent
@@ -361,7 +386,12 @@ class LotForecaster:
         level = delta = 0.0
         n = 0
         p_now = round(now / STEP)
+        raw_delta, n_raw = 0.0, 0
         for k in (1, 2, 3):
+            y_t, y_n = self._y_at(target - 7 * k * DAY_POINTS), self._y_at(p_now - 7 * k * DAY_POINTS)
+            if y_t == y_t and y_n == y_n:
+                raw_delta += y_t - y_n  # the Helsinki method's own delta, in the lot's raw values
+                n_raw += 1
             d_t = self._dev_at(target - 7 * k * DAY_POINTS)
             if d_t != d_t:
                 continue
@@ -382,7 +412,18 @@ class LotForecaster:
         # towards "as now" (persistence); scaled by how much this lot strays from its profile.
         change = base - b0
         stray = self._stray / STRAY_DEFAULT
-        return [1.0, a0, a1, a4, lw_dev, a15, occ, free, level, delta, change, change * stray, a0 * stray], base, spread, _group(_local_point(self.timezone, target)[1])
+        # ... and that change as far as the room left allows: a lot 95 % full cannot fill by 20 points.
+        room = change * ((1.0 - y0) / max(1.0 - b0, 0.05) if change > 0 else y0 / max(b0, 0.05))
+        # Yesterday and the day before: how they differed at the target time, and how yesterday
+        # changed from now's time to the target's (a day-to-day pattern the weekly profile lags).
+        d_t1 = self._dev_at(target - DAY_POINTS)
+        d_t2 = self._dev_at(target - 2 * DAY_POINTS)
+        y_t1, y_n1 = self._y_at(target - DAY_POINTS), self._y_at(p_now - DAY_POINTS)
+        yday_change = y_t1 - y_n1 if y_t1 == y_t1 and y_n1 == y_n1 else 0.0
+        x = [1.0, a0, a1, a4, lw_dev, a15, occ, free, level, delta, change, change * stray, a0 * stray,
+             s30, s60, raw_delta / n_raw if n_raw else 0.0, 0.0 if d_t1 != d_t1 else d_t1,
+             0.0 if d_t2 != d_t2 else d_t2, room, d_yday, yday_change, a24]
+        return x, base, spread, _group(_local_point(self.timezone, target)[1])
 
     def _interpolation(self, horizon: float) -> tuple[int, float]:
         """(knot index i, weight w): a horizon lies between knots i and i + 1."""
@@ -399,14 +440,16 @@ class LotForecaster:
         if self._last_ts is not None and now < self._last_ts:
             raise ValueError("predict(now) must not be earlier than the latest observation")
         anomalies = self._anomalies(now)
-        age = anomalies[-1] if anomalies[-1] != math.inf else 0.0
+        age = anomalies[5] if anomalies[5] != math.inf else 0.0
         cap = self.capacity
         coefs, q = self._m["coef"], self._q
         out = []
         for h in horizons:
             x, base, spread, g = self._features(now, h, anomalies)
-            # A stale last value is as far from the target as its age adds.
-            i, w = self._interpolation(h + min(age, MAX_CARRY))
+            # A stale last value is as far from the target as its age adds (beyond the feeds' usual
+            # cadence, which the model was fitted with: shifting by that too would blend in the
+            # longer knot's weights; it cost 0.02 x Helsinki at 1 h).
+            i, w = self._interpolation(h + max(0.0, min(age, MAX_CARRY) - STALE_AFTER))
             y0 = sum(c * v for c, v in zip(coefs[i][g], x))
             y1 = sum(c * v for c, v in zip(coefs[i + 1][g], x))
             y = min(max(base + y0 + w * (y1 - y0), 0.0), 1.0)

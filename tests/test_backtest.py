@@ -98,7 +98,9 @@ def test_backtest_on_a_real_slice_beats_helsinki(cli):
     for h, (n, fc, hel, band) in overall.items():
         assert n > 1000
         # Three weeks of warm-up only (the full year does better, docs/forecast.md): a guard, not the benchmark.
-        assert fc < (0.99 if h == 1 else 0.9) * hel, f"{h} h: forecast {fc} vs Helsinki {hel}"
+        # (On this slice the forecaster is at about 0.87 / 0.81 / 0.73 x Helsinki.)
+        bar = {1: 0.92, 3: 0.86, 24: 0.80}[h]
+        assert fc < bar * hel, f"{h} h: forecast {fc} vs Helsinki {hel}"
         assert 60 <= band <= 95, f"{h} h: band holds {band} %"
 
 

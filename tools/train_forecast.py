@@ -30,7 +30,7 @@ from parking import backtest as bt  # noqa: E402
 from parking.forecast import GROUP_HOURS, MODEL_PATH, LotForecaster, _load_model  # noqa: E402
 
 KNOTS_H = [0.25, 0.5, 1, 2, 3, 4, 6, 9, 12, 18, 24, 48]
-ORIGIN_EVERY = 4  # hourly origins: plenty of rows (~35,000 per knot), a quarter of the time
+ORIGIN_EVERY = 2  # half-hourly origins: ~70,000 rows per knot
 
 
 def collect(sites, model, until_ts, timezone="Europe/Berlin"):
