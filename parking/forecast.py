@@ -14,10 +14,15 @@ How it forecasts (details and measured errors in docs/forecast.md):
   time), which is added on such days. Regions' public and school holidays come from the
   `holidays` package (ISO 3166-2 subdivisions such as DE-BY; Bavaria's Assumption Day included).
 - The forecast for target T = now + h is the profile at T plus how today differs from the profile
-  (now, the last hour, the last four hours) and how last week differed at T, each weighted by a
-  coefficient that depends on h: a difference seen now fades with the horizon. The coefficients
-  and the band's quantiles are a small model fitted on real traces by `tools/train_forecast.py`
-  (stored in `parking/data/forecast_model.json`); everything else is learned per lot.
+  (now, the last hour, the last four hours, the last day; yesterday at T), the day's trend (the
+  last 30 and 60 minutes), how the same times 1-3 weeks ago and yesterday changed towards T, each
+  weighted by a coefficient that depends on h: a difference seen now fades with the horizon. The
+  coefficients and the band's quantiles are a small model fitted on real traces by
+  `tools/train_forecast.py` (stored in `parking/data/forecast_model.json`); everything else is
+  learned per lot.
+- Per lot and horizon it keeps score of the model and of "as now" (persistence) on its own
+  outcomes, and leans towards "as now" where that has lately been the better of the two (an
+  event, a feed that stopped changing).
 - The 80 % band scales with how much this lot, at that day kind and slot, usually strays from its
   profile (an exponentially forgetting mean absolute deviation), times per-horizon quantiles.
 - An observation older than 6 hours is not "today": the forecast falls back to the profile.
@@ -47,7 +52,13 @@ GROUP_HOURS = (9, 13, 17)  # boundaries of the time-of-day groups, local hours
 STRAY_RATE = 0.001  # the lot's mean distance from its profile follows about the last 15 days
 STRAY_DEFAULT = 0.08  # ... and before it is known (a typical lot of the traces)
 STALE_AFTER = 900  # a last value older than the feeds' usual cadence moves the forecast to later knots
-LEARN_EVERY = 4  # the band learns from forecasts made every hour (cheap; plenty of outcomes)
+LEARN_EVERY = 4  # the band and the lean learn from forecasts made every hour (cheap; plenty of outcomes)
+# Leaning towards "as now" (see LotForecaster._lean): the errors' forgetting rate per hourly
+# forecast, faster for short horizons (at 1 h about the last five daytime hours, at 24 h the last
+# three days); fitted on the tuning months, like the model.
+ERR_RATE_1H, ERR_RATE_POWER, ERR_RATE_MAX = 0.2, 0.7, 0.3
+ERR_START = 0.02  # both errors start equal: no lean until outcomes say so
+LEAN_GAIN = 2.0  # lean = gain x (model's error - as now's) / model's error, within 0-1
 MODEL_PATH = Path(__file__).with_name("data") / "forecast_model.json"
 NAN = math.nan
 
@@ -176,9 +187,14 @@ class LotForecaster:
         nk = len(self._knots)
         self._knot_points = [round(k / STEP) for k in self._knots]
         self._pend_len = max(self._knot_points) + 1
-        self._pend = array("d", [0.0]) * (nk * self._pend_len * 2)
+        self._pend = array("d", [0.0]) * (nk * self._pend_len * 4)  # forecast, band scale, model, "as now"
         self._pend_point = array("q", [-1]) * (nk * self._pend_len)
         self._q = array("d", [b for pair in self._m["band"] for b in pair])
+        # ... and the forecast leans towards "as now" where, lately, that has been closer than the
+        # model: per knot, an exponentially forgetting mean absolute error of each (lot by lot, a
+        # feed that has stopped changing or a fair ground during its fair is no weekly pattern).
+        self._err = array("d", [ERR_START]) * (2 * nk)  # (model, as now) per knot
+        self._err_rate = [min(ERR_RATE_MAX, ERR_RATE_1H * (k / 3600) ** -ERR_RATE_POWER) for k in self._knots]
 
     # -- feeding --
 
@@ -256,7 +272,12 @@ class LotForecaster:
             pp[slot] = -1
             if not learn:
                 continue
-            yg, scale = pend[2 * slot], pend[2 * slot + 1]
+            j = 4 * slot
+            yg, scale, ym, yp = pend[j], pend[j + 1], pend[j + 2], pend[j + 3]
+            if yp == yp:
+                r, err = self._err_rate[k], self._err
+                err[2 * k] += r * (abs(y - ym) - err[2 * k])
+                err[2 * k + 1] += r * (abs(y - yp) - err[2 * k + 1])
             # Band: move this knot's quantiles of the normalised residual towards 10 % / 90 %.
             u = (y - yg) / scale
             q[2 * k] += BAND_STEP * (0.1 - (u < q[2 * k]))
@@ -265,13 +286,23 @@ class LotForecaster:
             return
         now = point * STEP
         anomalies = self._anomalies(now)
+        y_now = self._last_y if anomalies[5] <= MAX_CARRY else NAN
         for k, h in enumerate(self._knots):
             x, base, spread, g = self._features(now, h, anomalies)
             c = self._m["coef"][k][g]
-            slot = k * L + point % L
-            pend[2 * slot] = min(max(base + sum(a * b for a, b in zip(c, x)), 0.0), 1.0)
-            pend[2 * slot + 1] = spread + self._floor
-            pp[slot] = point
+            j = 4 * (k * L + point % L)
+            ym = min(max(base + sum(a * b for a, b in zip(c, x)), 0.0), 1.0)
+            pend[j] = ym if y_now != y_now else ym + self._lean(k) * (y_now - ym)
+            pend[j + 1] = spread + self._floor
+            pend[j + 2] = ym
+            pend[j + 3] = y_now
+            pp[k * L + point % L] = point
+
+    def _lean(self, k: int) -> float:
+        """How far knot k's forecast moves from the model towards "as now" (0-1): in proportion to
+        how much smaller the error of "as now" has lately been than the model's."""
+        em, ep = self._err[2 * k], self._err[2 * k + 1]
+        return min(max(LEAN_GAIN * (em - ep) / em, 0.0), 1.0) if em > 0 else 0.0
 
     # -- reading --
 
@@ -440,7 +471,8 @@ class LotForecaster:
         if self._last_ts is not None and now < self._last_ts:
             raise ValueError("predict(now) must not be earlier than the latest observation")
         anomalies = self._anomalies(now)
-        age = anomalies[5] if anomalies[5] != math.inf else 0.0
+        stale = anomalies[5]
+        age = stale if stale != math.inf else 0.0
         cap = self.capacity
         coefs, q = self._m["coef"], self._q
         out = []
@@ -453,6 +485,9 @@ class LotForecaster:
             y0 = sum(c * v for c, v in zip(coefs[i][g], x))
             y1 = sum(c * v for c, v in zip(coefs[i + 1][g], x))
             y = min(max(base + y0 + w * (y1 - y0), 0.0), 1.0)
+            if stale <= MAX_CARRY:
+                lean = self._lean(i) + w * (self._lean(i + 1) - self._lean(i))
+                y += lean * (self._last_y - y)
             q_lo = q[2 * i] + w * (q[2 * i + 2] - q[2 * i])
             q_hi = q[2 * i + 1] + w * (q[2 * i + 3] - q[2 * i + 1])
             scale = spread + self._floor
@@ -464,5 +499,5 @@ class LotForecaster:
     def state_size(self) -> int:
         """Numbers held in memory (fixed at construction; what the memory test checks)."""
         held = (self._ring, self._dev, self._ring_point, self._prof, self._weight, self._spread, self._off, self._off_weight,
-                self._pend, self._pend_point, self._q)
+                self._pend, self._pend_point, self._q, self._err)
         return sum(len(a) for a in held) + 2

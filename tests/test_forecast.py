@@ -156,3 +156,18 @@ def test_learns_the_weekly_pattern():
 )
 def test_day_info(region, day, expected):
     assert day_info(region, day) == expected
+
+
+def test_a_feed_that_stops_changing_is_forecast_as_it_is():
+    """Two weeks of a commuter lot, then the count sticks at 50 (a frozen feed, a closed barrier):
+    a day later the forecast for the morning fill follows what the lot now does, not its profile."""
+    obs = stream(4, 14, 300, [])
+    t = obs[-1][0]
+    while t < T0 + 15.3 * 86400:  # Tuesday 07:12 of the third week
+        t += 300
+        obs.append((t, 50.0))
+    f, plain = fed(obs), LotForecaster(capacity=200, timezone="Europe/Berlin", region="DE-BY", adapt=False)
+    for ts, occ in obs:
+        plain.observe(ts, occ)
+    (leaning,), (profile,) = f.predict(t, [3 * 3600]), plain.predict(t, [3 * 3600])
+    assert abs(leaning.occupied - 50) < 10 < abs(profile.occupied - 50)
