@@ -3,7 +3,7 @@
 
     .venv/bin/pip install -e ".[train]"
     .venv/bin/python tools/train_forecast.py ../shared/data/parking-traces/free-spaces-2024-09_2025-08.csv \
-        --until 2025-03-01 [--alpha 0.2] [--write]
+        --until 2025-03-01 --alpha 0.1 [--write]
 
 It feeds every site of the trace to a `LotForecaster` in time order (the same grid and origin
 rules as `flask forecast-backtest`, see parking/backtest.py), and at origins before ``--until``
