@@ -301,13 +301,11 @@ class Gateway:
 
     async def read_states(self, lot_ids) -> tuple[float, dict[str, LotState]]:
         """Lot counts read on a reader thread (None: every lot); an unreachable database is 5.03."""
-        loop = asyncio.get_running_loop()
         try:
             # A read still queued at the deadline is dropped from the pool's queue, so reads do
             # not pile up behind threads the silent database holds.
-            return await asyncio.wait_for(loop.run_in_executor(self._readers, self._read_states, lot_ids),
-                                          READ_DEADLINE)
-        except asyncio.TimeoutError:
+            return await run_with_deadline(self._readers, self._read_states, lot_ids, deadline=READ_DEADLINE)
+        except TimeoutError:
             raise Unavailable(f"storage not answering: retry in {RETRY_AFTER} s") from None
         except SQLAlchemyError as exc:
             if storage_unavailable(exc):
@@ -343,7 +341,7 @@ class Gateway:
 
     async def _check_lots(self) -> None:
         """Every observe_check seconds: refresh the lot list and notify what staleness changed."""
-        while True:
+        while not self.closing:
             try:
                 stamp, states = await self.read_states(None)
             except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
@@ -370,6 +368,17 @@ class Gateway:
                     self.writer.queued, mean, current.commit_max * 1000,
                 )
             answers, stats = now, WriterStats(**vars(current))
+
+
+async def run_with_deadline(executor: concurrent.futures.Executor, fn, *args, deadline: float):
+    """fn(*args) on the executor, awaited at most `deadline` seconds (then TimeoutError).
+
+    Not `asyncio.wait_for`: on Python 3.11 it drops a cancellation that arrives as the read
+    completes (it returns the result instead), so a task cancelled at shutdown read on and the
+    stop waited for it forever. `asyncio.timeout` passes the cancellation on.
+    """
+    async with asyncio.timeout(deadline):
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
 # --- Running it ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -25,7 +26,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from gateway.resources import MAX_PAYLOAD
-from gateway.server import run_in_thread
+from gateway.server import run_in_thread, run_with_deadline
 from gateway.transport import DEDUP_WINDOW, RECEIVE_BUFFER
 from parking.extensions import db
 from parking.models import Bay
@@ -573,8 +574,10 @@ def test_duplicate_detection_forgets_after_its_window(start_gateway, city):
     # the exchange would undercount: a repeat answered by an empty ACK waits out its timeout.)
     sent = time.monotonic()
     exchange(address, [data, data])
-    assert probe(city)["dedup_entries"] == 1
-    assert probe(city)["answered"]["2.04"] == 1
+    health = probe(city)
+    # Remembered until its window ran out (on a loaded machine the exchange itself may outlast it).
+    assert health["dedup_entries"] == 1 or time.monotonic() - sent >= 2.0
+    assert health["answered"]["2.04"] == 1  # the repeat was answered from memory, not handled again
     while probe(city)["dedup_entries"] and time.monotonic() < sent + 15:
         time.sleep(0.02)
     assert probe(city)["dedup_entries"] == 0  # memory is bounded by rate × window
@@ -584,6 +587,36 @@ def test_duplicate_detection_forgets_after_its_window(start_gateway, city):
     assert again.code == Code.CHANGED
     assert probe(city)["answered"]["2.04"] == 2
     assert len(stored()) == 1
+
+
+class _DoneAtOnce(concurrent.futures.Executor):
+    """An executor whose reads are complete when handed over: the loop learns it a step later."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@pytest.mark.parametrize("steps", range(6))
+def test_a_read_cancelled_as_it_completes_ends_cancelled(steps):
+    """The gateway's stop cancels its observe check, whose lot read may be completing just then:
+    the task must end cancelled (asyncio.wait_for on Python 3.11 returned the read's result
+    instead, the check read on, and the stop waited for it until its timeout)."""
+
+    async def scenario() -> str:
+        task = asyncio.create_task(run_with_deadline(_DoneAtOnce(), lambda: "counts", deadline=5))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            return "finished before the cancel"
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "cancellation dropped"
+
+    assert asyncio.run(scenario()) in ("cancelled", "finished before the cancel")
 
 
 def test_socket_receive_buffer_is_raised(coap_gateway, city):

@@ -93,7 +93,8 @@ class LiveSender:
         target = self.uri.removesuffix("/occupancy")
         probe = Message(code=GET, uri=f"{target}/.well-known/core")
         try:
-            await asyncio.wait_for(self.context.request(probe).response, PROBE_TIMEOUT)
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self.context.request(probe).response
         except (CoapError, OSError, TimeoutError) as exc:
             raise StartupError(
                 f"no CoAP gateway answers at {target} ({_reason(exc)}): start one (parking-gateway or "
@@ -121,7 +122,9 @@ class LiveSender:
                 self.stats = Stats()
                 last_summary = time.monotonic()
             try:
-                await asyncio.wait_for(stop.wait(), TICK)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a cancellation.
+                async with asyncio.timeout(TICK):
+                    await stop.wait()
             except TimeoutError:
                 pass
 
