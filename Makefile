@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BACKFILL_DAYS ?= 28
+# Test processes: most tests wait on servers, subprocesses and the database, so a few more than
+# the cores keeps them busy (TEST_WORKERS=0 runs the suite in one process).
+TEST_WORKERS ?= 3
 
 .PHONY: demo run test test-fast bench bench-smoke screenshot clean
 
@@ -20,7 +23,7 @@ run: $(STAMP)  ## the same for real sensors: no simulator
 	$(BIN)/parking-run
 
 test: $(STAMP)  ## the whole suite (SQLite, and PostgreSQL when reachable)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)  ## benchmarks (by hand; minutes)
 	$(BIN)/python -m bench

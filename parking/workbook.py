@@ -17,11 +17,9 @@ from dataclasses import asdict
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.chart import LineChart, Reference
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
+# openpyxl is imported where a workbook is written, not here: it takes a quarter of a second to
+# import, and every process that builds the app (the gateway's writer process, each command)
+# would pay it without ever writing a workbook.
 
 from .models import Lot
 from .occupancy import HOUR, HourFigures, local_midnight
@@ -58,6 +56,9 @@ def hourly_row_count(lots: Sequence[Lot], start_for, end_for) -> int:
 
 def write_workbook(lots: Sequence[Lot], start_for, end_for) -> IO[bytes]:
     """The whole workbook in a temporary file, positioned at its start (the caller closes it)."""
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
     wb = Workbook(write_only=True)
     hourly = wb.create_sheet("Hourly")
     hourly.freeze_panes = "A2"
@@ -94,6 +95,9 @@ def _day(day: dt.date) -> str:
 
 def _bold(ws, value, size: float | None = None) -> WriteOnlyCell:
     """A header cell."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
     cell = WriteOnlyCell(ws, value)
     cell.font = Font(bold=True, size=size)
     return cell
@@ -101,6 +105,8 @@ def _bold(ws, value, size: float | None = None) -> WriteOnlyCell:
 
 def _formatted(ws, value, number_format: str) -> WriteOnlyCell:
     """A cell shown with that number format (a date-time, a date)."""
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(ws, value)
     cell.number_format = number_format
     return cell
@@ -136,8 +142,10 @@ def _sheet_title(lot: Lot, used: set[str]) -> str:
     return name
 
 
-def _summary_sheet(wb: Workbook, lot: Lot, figures, start: float, end: float, used: set[str]) -> None:
+def _summary_sheet(wb, lot: Lot, figures, start: float, end: float, used: set[str]) -> None:
     """Summary figures, a daily table and a line chart of daily mean and peak occupancy."""
+    from openpyxl.chart import LineChart, Reference
+
     ws = wb.create_sheet(_sheet_title(lot, used))
     ws.column_dimensions["A"].width = 42
     ws.column_dimensions["B"].width = 26

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PER_BACKEND = [
@@ -28,23 +30,49 @@ PER_BACKEND = [
 ONCE = [
     "ingest.bare.throughput", "ingest.bare.p50", "ingest.bare.p99", "ingest.bare.server_cpu",
     "ingest.bare.rss_start", "ingest.bare.rss_end", "ingest.bare-tuned.throughput", "ingest.ratio.bare_tuned/bare",
-    "ingest.soak.sqlite.p99", "ingest.soak.sqlite.rss_start", "ingest.soak.sqlite.rss_end",
-    "ingest.soak.sqlite.rss_growth",
+    # the soak runs on the first database of the run
+    "ingest.soak.{first}.p99", "ingest.soak.{first}.rss_start", "ingest.soak.{first}.rss_end",
+    "ingest.soak.{first}.rss_growth",
 ]
 LINE = re.compile(r"^(\S+)\s+(-?[\d,.]+|-|nan)\s.*\b(PASS|MISS|info|n/a)\b")
 
 
-def test_smoke_run_prints_every_figure():
-    run = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=1500)  # some 15 server processes start one after the other: slow when busy
+# One smoke run per group, so that pytest-xdist spreads them (each run is its own process with its
+# own data directory and database names): (benchmarks, --db). "datasets" figures come with the
+# current-state run.
+GROUPS = {
+    "ingest-sqlite": (["ingest"], "sqlite"), "ingest-postgresql": (["ingest"], "postgresql"),
+    "current": (["current"], "both"), "reports+rollup": (["reports", "rollup"], "both"),
+    "abuse+forecast": (["abuse", "forecast"], "both"),
+}
+FIGURE_OWNER = {"datasets": "current"}
+
+
+def test_the_groups_cover_every_benchmark_on_both_databases():
+    from bench.__main__ import BENCHMARKS
+
+    covered = {(b, db) for only, choice in GROUPS.values() for b in only
+               for db in (("sqlite", "postgresql") if choice == "both" else (choice,))}
+    assert covered == {(b, db) for b in BENCHMARKS for db in ("sqlite", "postgresql")}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_smoke_run_prints_every_figure(group):
+    only, choice = GROUPS[group]
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--only", ",".join(only), "--db", choice],
+                         cwd=ROOT, capture_output=True, text=True,
+                         timeout=1500)  # server processes start one after the other: slow when busy
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
-    backends = ["sqlite"] + (["postgresql"] if re.search(r"databases: .*postgresql", out) else [])
+    backends = re.search(r"databases: ([\w, ]+);", out).group(1).split(", ")  # SQLite only without PostgreSQL
     table = out[out.rindex("\nfigure "):]  # the final table, after the lines printed as measured
     printed = {m.group(1) for m in map(LINE.match, table.splitlines()) if m}
-    expected = ONCE + [name.format(b=b) for b in backends for name in PER_BACKEND]
+    every = [name.format(first=backends[0]) for name in ONCE] + [
+        name.format(b=b) for b in backends for name in PER_BACKEND]
+    expected = [name for name in every if FIGURE_OWNER.get(name.split(".")[0], name.split(".")[0]) in only]
     missing = [name for name in expected if name not in printed]
     assert not missing, f"figures not printed: {missing}\n{table}"
+    assert printed, table
     for line in table.splitlines():
         if LINE.match(line) and (" <= " in line or " >= " in line):  # a figure with a target has a verdict
             assert re.search(r"\b(PASS|MISS)\b", line), line
