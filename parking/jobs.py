@@ -1,12 +1,19 @@
-"""Scheduled jobs (APScheduler 3.x). Each job builds its own app context; failures are logged."""
+"""Scheduled jobs (APScheduler 3.x). Each job builds its own app context; failures are logged.
+
+Every process that runs a scheduler takes part in the deployment's election (parking.leader):
+only the leader's jobs run, so a deployment of many processes rolls up once, without configuration.
+"""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
+
+from .leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +54,88 @@ def forecast_job(app: Flask) -> None:
         log.info("forecast: %d of %d lots forecast in %.2f s", stats.forecasting, stats.lots, stats.seconds)
 
 
-def start_scheduler(app: Flask) -> BackgroundScheduler:
-    """Start the one scheduler of a deployment; the caller shuts it down."""
-    scheduler = BackgroundScheduler(timezone="UTC")
+class Scheduling:
+    """This process's scheduler and its part in the election (parking.leader): the jobs run only
+    while this process leads; `shutdown` stops the jobs, then gives the leadership back."""
 
-    def rollup_then_first_forecast(app: Flask) -> None:
-        rollup_job(app)
-        # The first forecast builds on the first rollup (a fresh demo's backfill): start it then.
-        job = scheduler.get_job("forecast")
-        if job is not None and job.next_run_time is None:
-            scheduler.modify_job("forecast", next_run_time=_soon(0))
+    def __init__(self, app: Flask, retry: float | None = None):
+        self.app = app
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._lock = threading.Lock()  # gain and loss (election thread) against shutdown
+        self._stopped = False
+        options = {"retry": retry} if retry is not None else {}
+        self.leadership = Leadership(app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS"),
+                                     on_gain=self._gained, on_loss=self._lost, **options)
 
-    for job_id, job, interval in (("rollup", rollup_then_first_forecast, "ROLLUP_INTERVAL"),
-                                  ("forecast", forecast_job, "FORECAST_INTERVAL")):
-        scheduler.add_job(
-            job, "interval", seconds=app.config[interval], args=[app], id=job_id,
-            max_instances=1,  # a slow run is never started twice at once
-            coalesce=True, next_run_time=None,  # paused until started below
-        )
-    scheduler.start()
-    # First run soon after start, so a fresh demo's backfill is rolled up without waiting; the
-    # forecast job stays paused until that first rollup has finished and then starts at once.
-    scheduler.modify_job("rollup", next_run_time=_soon())
-    app.extensions.setdefault("parking_parts", {})["scheduler"] = lambda: {
-        "status": "ok" if scheduler.running else "stopped",
-        "next_rollup": str(scheduler.get_job("rollup").next_run_time) if scheduler.get_job("rollup") else None,
-    }
-    return scheduler
+    def start(self) -> Scheduling:
+        """Add the jobs (paused until this process leads), start the election, register in /healthz."""
+        scheduler = self.scheduler
+
+        def rollup_then_first_forecast(app: Flask) -> None:
+            if not self.leadership.leading:
+                return  # due at the instant the leadership was lost
+            rollup_job(app)
+            # The first forecast builds on the first rollup (a fresh demo's backfill): start it then.
+            job = scheduler.get_job("forecast")
+            if job is not None and job.next_run_time is None:
+                scheduler.modify_job("forecast", next_run_time=_soon(0))
+
+        def forecast_when_leading(app: Flask) -> None:
+            if self.leadership.leading:
+                forecast_job(app)
+
+        for job_id, job, interval in (("rollup", rollup_then_first_forecast, "ROLLUP_INTERVAL"),
+                                      ("forecast", forecast_when_leading, "FORECAST_INTERVAL")):
+            scheduler.add_job(
+                job, "interval", seconds=self.app.config[interval], args=[self.app], id=job_id,
+                max_instances=1,  # a slow run is never started twice at once
+                coalesce=True, next_run_time=None,  # paused until this process leads
+            )
+        scheduler.start(paused=True)
+        self.app.extensions.setdefault("parking_parts", {})["scheduler"] = self.health
+        self.leadership.start()
+        return self
+
+    def _gained(self) -> None:
+        """Leading: the first rollup soon (a fresh demo's backfill is rolled up without waiting);
+        the forecast job stays paused until that first rollup has finished and then starts at once."""
+        with self._lock:
+            if self._stopped:
+                return
+            self.scheduler.modify_job("rollup", next_run_time=_soon())
+            self.scheduler.resume()
+
+    def _lost(self) -> None:
+        """No longer leading: no job starts from now on (a run under way finishes)."""
+        with self._lock:
+            if not self._stopped:
+                self.scheduler.pause()
+
+    def health(self) -> dict:
+        """The scheduler's part of /healthz: running, leading or standing by, and who leads."""
+        running = self.scheduler.running and not self._stopped
+        job = self.scheduler.get_job("rollup") if running else None
+        leading = self.leadership.leading and running
+        return {
+            "status": "ok" if running else "stopped",
+            **self.leadership.status(),
+            "leader": leading,
+            "next_rollup": str(job.next_run_time) if leading and job is not None and job.next_run_time else None,
+        }
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the jobs (waiting for one under way when `wait`), then give the leadership back,
+        so that no other process starts a job while one of ours still runs."""
+        with self._lock:
+            self._stopped = True
+        self.scheduler.shutdown(wait=wait)
+        self.leadership.stop()
+
+
+def start_scheduler(app: Flask, retry: float | None = None) -> Scheduling:
+    """Start this process's scheduler; its jobs run while it leads the deployment (on SQLite: at
+    once). The caller shuts it down."""
+    return Scheduling(app, retry).start()
 
 
 def _soon(seconds: float = 5):

@@ -1,8 +1,12 @@
 """`parking-run`: the whole system in one process (web app, CoAP gateway, scheduler), plus the
 simulator as a child process for the demo. Ctrl-C (SIGINT) or SIGTERM stops every part cleanly.
 
-One process means one scheduler per deployment by construction. A larger deployment can run the
-gateway alone (`parking-gateway`) and the web app under any WSGI server instead.
+Several `parking-run` processes, on one machine or several, may share one PostgreSQL database:
+their schedulers elect one leader among them (parking.leader), so the jobs run once per
+deployment, and another process takes over within a minute when the leader dies; on SQLite the
+process runs its scheduler by itself. Their starts take turns at migrating the schema and
+importing the first lots. A larger deployment can run the gateway alone (`parking-gateway
+--processes N`) and the web app under gunicorn instead (docs/scaling.md).
 
 Every part starts or none keeps running: the parts are started in order (the web server's
 socket first, so a port in use ends the start before the gateway takes sensors' readings), and a
@@ -41,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backfill-days", type=float, default=28, help="days of simulated history first (with --simulate)")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated time speed-up")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-scheduler", action="store_true", help="when another process runs the rollup")
+    parser.add_argument("--no-scheduler", action="store_true",
+                        help="run no scheduler here (on PostgreSQL not needed: the processes elect one)")
     parser.add_argument("--debug", action="store_true", help="a start-up error with its traceback, not one line")
     return parser.parse_args(argv)
 
@@ -49,10 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def prepare(app: Flask, args: argparse.Namespace) -> None:
     """Database reachable, schema up to date, lots imported, simulated history written when asked."""
     from parking.cli import ensure_lots, init_db
+    from parking.leader import startup_lock
     from parking.lots import LotFileError
 
     check_database(app)
-    with app.app_context():
+    with app.app_context(), startup_lock(app.config["SQLALCHEMY_DATABASE_URI"],
+                                         app.config.get("SQLALCHEMY_ENGINE_OPTIONS")):
         init_db()
         try:
             ensure_lots()

@@ -358,3 +358,84 @@ def test_a_second_run_on_a_port_of_another_deployment_refuses(city, tmp_path):
     assert f"parking-run: error: CoAP port {coap} is already served by another deployment" in runner.output
     assert "PARKING_COAP_PORT" in runner.output and "Traceback" not in runner.output
     _assert_released(http, free_port(socket.SOCK_DGRAM))  # the web server it had bound is closed again
+
+
+@pytest.fixture
+def postgres_database():
+    """A database of its own on the test PostgreSQL, dropped afterwards (skipped when unreachable)."""
+    skip = _postgres_reachable()
+    if skip:
+        pytest.skip(skip)
+    from sqlalchemy import create_engine, text
+
+    name = f"parking_run_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _scheduler_part(http: int) -> dict:
+    return _get(f"http://127.0.0.1:{http}/healthz")["parts"]["scheduler"]
+
+
+def _rollup_runs(http: int) -> int:
+    """How many rollup runs the process has made (its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = [line.split()[-1] for line in text.splitlines() if line.startswith('parking_job_seconds_count{job="rollup"}')]
+    return int(float(found[0])) if found else 0
+
+
+def _until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_two_runs_on_one_postgresql_elect_one_scheduler_and_the_other_takes_over(tmp_path, postgres_database):
+    """Two `parking-run` on one PostgreSQL, started at once: their starts take turns, exactly one
+    runs the rollup job and /healthz of both names it; SIGKILL it and the other leads within a minute."""
+    runners, ports = [], []
+    try:
+        for _ in range(2):
+            http, coap = free_port(), free_port(socket.SOCK_DGRAM)
+            ports.append(http)
+            runners.append(Runner([], _env(tmp_path, http, coap, DATABASE_URL=postgres_database,
+                                           PARKING_LOTS_FILE=str(CITY_FILE), PARKING_SENSOR_AUTH="none",
+                                           PARKING_ROLLUP_INTERVAL="1")))
+        for runner in runners:
+            assert runner.wait_for("Press Ctrl-C to stop.", 120), runner.output
+        assert _until(lambda: any(_scheduler_part(p)["leader"] for p in ports), 30), [r.output for r in runners]
+        parts = [_scheduler_part(p) for p in ports]
+        leader = 0 if parts[0]["leader"] else 1
+        standby = 1 - leader
+        assert parts[standby]["leader"] is False
+        assert _until(lambda: _scheduler_part(ports[standby])["leader_process"] == parts[leader]["leader_process"], 30)
+        assert f"pid {runners[leader].process.pid}" in parts[leader]["leader_process"]
+        # The leader rolls up every second; the standby runs no job at all.
+        assert _until(lambda: _rollup_runs(ports[leader]) >= 3, 60), runners[leader].output
+        assert _rollup_runs(ports[standby]) == 0
+        assert "standing by; parking scheduler" in runners[standby].output
+
+        runners[leader].process.kill()  # SIGKILL: no goodbye, the lock ends with its session
+        killed = time.monotonic()
+        assert _until(lambda: _scheduler_part(ports[standby])["leader"], 60), runners[standby].output
+        took = time.monotonic() - killed
+        assert _until(lambda: _rollup_runs(ports[standby]) >= 1, 30), runners[standby].output
+        assert f"pid {runners[standby].process.pid}" in _scheduler_part(ports[standby])["leader_process"]
+        print(f"the standby led {took:.1f} s after the leader's SIGKILL")
+        code, _ = runners[standby].stop(signal.SIGTERM, 30)
+        assert code == 0, runners[standby].output
+        assert "Traceback" not in runners[standby].output
+    finally:
+        for runner in runners:
+            runner.kill()
