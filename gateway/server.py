@@ -3,7 +3,8 @@
 This module owns starting and stopping: `Gateway` (the CoAP server with its writer, the
 observe checks, the answer counters and the health probe), `GatewayThread` / `run_in_thread`
 for running it inside another process, and the `parking-gateway` console script
-(`build_parser`, `start_with_options`, `main`).
+(`build_parser`, `start_with_options`, `main`; `--processes N` runs N of them on one port
+through `gateway.processes`).
 
 The parts it puts together live beside it: the resources and the Site in `gateway.resources`,
 the writer in `gateway.writer` (the event loop's side) and `gateway.writer_process` (the
@@ -34,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from parking.current import LotState, lot_states
 from parking.startup import check_database, database_label, guarded, port_problem
 
+from . import processes
 from .errors import RETRY_AFTER, Unavailable
 from .portlock import PortLock
 from .refusals import RefusalLog, source_host
@@ -455,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="UDP port (default PARKING_COAP_PORT, 5683)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log aiocoap's per-message details too")
     parser.add_argument("--debug", action="store_true", help="a start-up error with its traceback, not one line")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="N gateway processes sharing the port, each with its own writer (docs/scaling.md)")
+    parser.add_argument(processes.CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)  # one of N, by its parent
     return parser
 
 
@@ -483,6 +488,8 @@ async def _serve(argv: list[str] | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if build_parser().parse_args(argv).child:
+        processes.serve_as_child(loop, stop)
     await stop.wait()
     log.info("stopping")
     await gateway.shutdown()
@@ -491,8 +498,10 @@ async def _serve(argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console script `parking-gateway`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    debug = build_parser().parse_args(argv).debug
-    return guarded("parking-gateway", debug, lambda: asyncio.run(_serve(argv)) or 0)
+    args = build_parser().parse_args(argv)
+    if args.processes != 1:
+        return guarded("parking-gateway", args.debug, lambda: processes.serve_processes(args, STOP_STEPS_BUDGET + 5))
+    return guarded("parking-gateway", args.debug, lambda: asyncio.run(_serve(argv)) or 0)
 
 
 if __name__ == "__main__":

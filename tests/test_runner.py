@@ -38,11 +38,11 @@ def backend() -> str:
 
 
 class Runner:
-    """`python -m service.runner` with its output read line by line by a thread."""
+    """`python -m service.runner` (or another module) with its output read line by line by a thread."""
 
-    def __init__(self, args: list[str], env: dict):
+    def __init__(self, args: list[str], env: dict, module: str = "service.runner"):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.runner", *args], cwd=ROOT, env=env,
+            [sys.executable, "-m", module, *args], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
