@@ -40,6 +40,7 @@ log = logging.getLogger("parking.gateway")
 CHILD_FLAG = "--child"
 READY = b"ready"
 ERROR_PREFIX = "parking-gateway: error: "
+RELAY_GRACE = 10.0  # seconds a child's output may go on after it exited
 
 
 class Child:
@@ -95,7 +96,14 @@ class Child:
             log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
             self.process.kill()
             await self.process.wait()
-        await asyncio.gather(*self.relays, return_exceptions=True)
+        await self.last_lines()
+
+    async def last_lines(self) -> None:
+        """Until its output pipes end: its writer process holds them too, and ends at its own
+        socket's end; bounded, so a descendant that keeps them open cannot hold up the parent."""
+        _, pending = await asyncio.wait(self.relays, timeout=RELAY_GRACE)
+        for task in pending:
+            task.cancel()
 
 
 def serve_processes(args, stop_timeout: float) -> int:
@@ -168,7 +176,7 @@ async def _started(children: list[Child], stop: asyncio.Event, timeout: float) -
     while time.monotonic() < deadline and not stop.is_set():
         for child in children:
             if child.process.returncode is not None and not child.ready.is_set():
-                await asyncio.gather(*child.relays, return_exceptions=True)  # its error line
+                await child.last_lines()  # its error line
                 return child
         if all(child.ready.is_set() for child in children):
             return None

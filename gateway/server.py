@@ -4,7 +4,8 @@ This module owns starting and stopping: `Gateway` (the CoAP server with its writ
 observe checks, the answer counters and the health probe), `GatewayThread` / `run_in_thread`
 for running it inside another process, and the `parking-gateway` console script
 (`build_parser`, `start_with_options`, `main`; `--processes N` runs N of them on one port
-through `gateway.processes`).
+through `gateway.processes`). It is over 400 lines because the gateway's start and its bounded
+stop undo each other step by step, and read best side by side.
 
 The parts it puts together live beside it: the resources and the Site in `gateway.resources`,
 the writer in `gateway.writer` (the event loop's side) and `gateway.writer_process` (the

@@ -224,3 +224,19 @@ def test_a_parent_killed_leaves_no_child(city, tmp_path):
     finally:
         parent.kill()
     _released(port, tmp_path)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--processes", "0", "--port", "5999"], "--processes 0: give 1 or more"),
+    (["--processes", "2", "--port", "0"], "--processes needs one fixed port for all: set --port or PARKING_COAP_PORT"),
+])
+def test_a_wrong_count_or_port_is_one_line(city, tmp_path, args, says):
+    parent = Runner(args, _env(city.config["SQLALCHEMY_DATABASE_URI"], tmp_path), module="gateway.server")
+    try:
+        code = parent.process.wait(timeout=60)
+    finally:
+        parent.kill()
+    assert code == 2, parent.output
+    errors = [line for line in parent.lines if line.startswith("parking-gateway: error: ")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in parent.output, parent.output
+    assert "gateway processes serve" not in parent.output  # refused before any child started
