@@ -37,7 +37,10 @@ log = logging.getLogger("parking.gateway")
 WINDOW = oscore.DEFAULT_WINDOWSIZE  # 32: how far out of order a sensor's requests may arrive
 UNKNOWN_FOR = 2.0  # seconds an unknown key id is answered 4.01 without asking the database again
 UNKNOWN_LIMIT = 10_000  # unknown key ids remembered at most (memory bounded under a flood)
-LOADING_LIMIT = 64  # key ids being looked up at once; beyond that 5.03 (the database is slow)
+# Key ids being looked up at once; beyond that 5.03 (the database is slow). A restarted gateway
+# meets every sensor anew, so this is a few seconds of a large city's new key ids.
+LOADING_LIMIT = 4_096
+BATCH_LIMIT = 500  # key ids per query
 
 
 class Refused(error.ConstructionRenderableError):
@@ -138,14 +141,21 @@ class SensorKey(OscoreContext):
 
 
 class KeyStore:
-    """The gateway's sensor contexts by key id; loads from the database on a reader thread."""
+    """The gateway's sensor contexts by key id; loads from the database on a reader thread.
+
+    Key ids not yet in memory are looked up in batches, one query for all that arrived while the
+    previous batch was read: after a restart every one of 10,000 sensors is new at once, and a
+    query per key id kept the reader threads (shared with the lot reads) busy for seconds.
+    """
 
     def __init__(self, app, executor):
         self.app = app
         self.executor = executor
         self.keys: dict[bytes, SensorKey] = {}
         self._unknown: dict[bytes, float] = {}  # key id -> loop time until which it is unknown
-        self._loading: dict[bytes, asyncio.Future] = {}
+        self._loading: dict[bytes, asyncio.Future] = {}  # key ids asked for, settled by their batch
+        self._waiting: list[bytes] = []  # of those, the ones the next batch reads
+        self._reading = False  # a batch is being read
 
     async def find(self, kid: bytes) -> SensorKey | None:
         """The key's context, or None for an unknown or revoked key (event loop only)."""
@@ -159,24 +169,41 @@ class KeyStore:
         if pending is None:
             if len(self._loading) >= LOADING_LIMIT:
                 raise Unavailable("gateway busy: too many unknown keys at once", 1)
-            pending = loop.run_in_executor(self.executor, self._load, kid)
-            self._loading[kid] = pending
-            # Registered before anyone awaits it, so it runs first: every waiter finds the one
-            # context in the dict and they share one replay window.
-            pending.add_done_callback(lambda future: self._loaded(kid, future))
+            pending = self._loading[kid] = loop.create_future()
+            self._waiting.append(kid)
+            if not self._reading:
+                self._read_batch()
         await asyncio.shield(pending)
         return self.keys.get(kid)
 
-    def _loaded(self, kid: bytes, future: asyncio.Future) -> None:
-        """Keep what the reader thread found (on the loop)."""
-        self._loading.pop(kid, None)
-        if future.cancelled() or future.exception() is not None:
-            return
-        key = future.result()
-        if key is None:
-            self._remember_unknown(kid)
-        else:
-            self.keys.setdefault(kid, key)
+    def _read_batch(self) -> None:
+        """Start reading the key ids waiting (at most BATCH_LIMIT), on a reader thread (on the loop)."""
+        kids, self._waiting = self._waiting[:BATCH_LIMIT], self._waiting[BATCH_LIMIT:]
+        self._reading = True
+        future = asyncio.get_running_loop().run_in_executor(self.executor, self._load, kids)
+        future.add_done_callback(lambda done: self._loaded(kids, done))
+
+    def _loaded(self, kids: list[bytes], future: asyncio.Future) -> None:
+        """Keep what the reader thread found, then wake those who asked (on the loop): every
+        waiter of a key id finds the one context in the dict, so they share one replay window."""
+        self._reading = False
+        failure = None if future.cancelled() else future.exception()
+        found = {} if future.cancelled() or failure is not None else future.result()
+        for kid in kids:
+            waiter = self._loading.pop(kid)
+            if failure is not None or future.cancelled():
+                if not waiter.done():
+                    waiter.set_exception(failure or Unavailable())
+                continue
+            key = found.get(kid)
+            if key is None:
+                self._remember_unknown(kid)
+            else:
+                self.keys.setdefault(kid, key)
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiting:
+            self._read_batch()
 
     def forget(self, kid: bytes) -> None:
         """Drop a revoked key: its next request is looked up again (and found revoked)."""
@@ -188,26 +215,31 @@ class KeyStore:
             self._unknown.clear()
         self._unknown[kid] = asyncio.get_running_loop().time() + UNKNOWN_FOR
 
-    def _load(self, kid: bytes) -> SensorKey | None:
-        """The credential in force with this key id, by its unique index (reader thread)."""
+    def _load(self, kids: list[bytes]) -> dict[bytes, SensorKey]:
+        """The credentials in force with these key ids, by their unique index: two queries for
+        the whole batch (reader thread)."""
         from parking.extensions import db
-        from parking.models import CredentialBay, SensorCredential
+        from parking.models import CredentialBay
 
         with self.app.app_context():
-            row = db.session.execute(key_query(kid)).one_or_none()
-            if row is None:
-                return None
-            bays = frozenset(db.session.scalars(select(CredentialBay.bay_id).where(CredentialBay.credential_id == row.id)))
-        return SensorKey(row.id, row.sensor_id, bays, kid=kid, gateway_id=row.gateway_id, secret=row.secret,
-                         salt=row.salt, replay=(row.replay_index, row.replay_bits))
+            rows = db.session.execute(key_query(kids)).all()
+            bays: dict[int, set[str]] = {row.id: set() for row in rows}
+            if rows:
+                for credential_id, bay_id in db.session.execute(
+                        select(CredentialBay.credential_id, CredentialBay.bay_id)
+                        .where(CredentialBay.credential_id.in_(list(bays)))):
+                    bays[credential_id].add(bay_id)
+        return {row.kid: SensorKey(row.id, row.sensor_id, frozenset(bays[row.id]), kid=row.kid,
+                                   gateway_id=row.gateway_id, secret=row.secret, salt=row.salt,
+                                   replay=(row.replay_index, row.replay_bits)) for row in rows}
 
 
-def key_query(kid: bytes):
-    """The SELECT finding the credential in force with this key id (unique index on kid)."""
+def key_query(kids: list[bytes]):
+    """The SELECT finding the credentials in force with these key ids (unique index on kid)."""
     from parking.models import SensorCredential as C
 
-    return select(C.id, C.sensor_id, C.gateway_id, C.secret, C.salt, C.replay_index, C.replay_bits).where(
-        C.kid == kid, C.revoked_at.is_(None))
+    return select(C.id, C.kid, C.sensor_id, C.gateway_id, C.secret, C.salt, C.replay_index, C.replay_bits).where(
+        C.kid.in_(kids), C.revoked_at.is_(None))
 
 
 class ProtectedSite:

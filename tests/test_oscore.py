@@ -248,7 +248,7 @@ def test_1000_sensors_are_found_by_key_id_not_by_scanning(gateway, devices, tmp_
     assert type(keys.keys) is dict and len(keys.keys) == 2  # contexts by key id; only those in use
     # The database look-up of a key id not yet in memory is one probe of the unique index on kid.
     kid = db.session.scalar(select(SensorCredential.kid).where(SensorCredential.sensor_id == "sensor-0500"))
-    statement = key_query(kid).compile(db.engine)
+    statement = key_query([kid]).compile(db.engine, compile_kwargs={"render_postcompile": True})
     connection = db.session.connection()
     params = tuple(statement.params[name] for name in statement.positiontup) if statement.positional else statement.params
     if backend == "sqlite":
@@ -299,3 +299,38 @@ def test_a_protected_batch_larger_than_a_datagram_goes_block_wise(gateway, devic
     answer = devices.post(gateway.address, folder, batch)
     assert answer.code == Code.CHANGED, answer.payload
     assert len(stored()) == 40
+
+
+def test_new_key_ids_arriving_together_are_read_in_batches(oscore_app):
+    """After a restart every sensor's key id is new: those asked for while a read is under way
+    wait for the next read, one query for all of them, not a query each (which kept the reader
+    threads busy for seconds with 10,000 sensors); each still gets its own context and bays."""
+    import concurrent.futures
+
+    from gateway.security import KeyStore
+
+    bays = ["PRW-001", "PRW-002", "PRW-003", "PRW-004", "GAR-001", "GAR-002", "GAR-003", "GAR-004",
+            "GAR-005", "GAR-006", "STR-001", "STR-002"]
+    made = credentials.add_many({f"sensor-{bay}": [bay] for bay in bays})
+    kids = {bytes.fromhex(m["key_id"]): m["bays"] for m in made.values()}
+    reads = []
+
+    class Counting(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            reads.append(len(args[0]))
+            return super().submit(fn, *args, **kwargs)
+
+    async def scenario():
+        with Counting(2) as executor:
+            store = KeyStore(oscore_app, executor)
+            asked = [*kids, *kids, b"\x00unknown"]  # each twice, and one no credential has
+            return asked, await asyncio.gather(*(store.find(kid) for kid in asked))
+
+    asked, found = asyncio.run(scenario())
+    for kid, key in zip(asked, found):
+        if kid in kids:
+            assert (key.sensor_id, sorted(key.bays)) == (f"sensor-{kids[kid][0]}", kids[kid])
+        else:
+            assert key is None
+    assert found[0] is found[len(kids)]  # one context per key id, however many asked
+    assert reads == [1, len(kids)], reads  # the first alone; all that came meanwhile in one read
