@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - started
             cpu1 = _one_cpu(os.getpid()), _one_cpu(writer_pid)
             after = handle.gateway.writer.stats
-            stats = dataclasses.replace(after, **{f.name: getattr(after, f.name) - getattr(before, f.name)
+            stats = dataclasses.replace(after, **{f.name: _minus(getattr(after, f.name), getattr(before, f.name))
                                                   for f in dataclasses.fields(after) if f.name != "commit_max"})
         finally:
             handle.stop()
@@ -172,6 +172,13 @@ def memory(args) -> int:
         print(f"\n+{stat.size_diff / 1024:.0f} KiB in {stat.count_diff:+d} blocks, allocated at:")
         print("\n".join(stat.traceback.format(limit=6)))
     return 0
+
+
+def _minus(after, before):
+    """A counter's growth over the measured window (a list of bucket counts element by element)."""
+    if isinstance(after, list):
+        return [a - b for a, b in zip(after, before)]
+    return after - before
 
 
 if __name__ == "__main__":
