@@ -127,6 +127,22 @@ def marker(page: Page, lot_id: str):
     return page.locator(f'.lot-marker[data-lot-id="{lot_id}"]')
 
 
+def open_popup(page: Page, lot_id: str):
+    """Click a lot's marker until its popup shows (a few times at most); returns the popup.
+
+    On a loaded machine a click can land while the map still settles its first fit, the marker
+    moving under the pointer, and Leaflet then takes no click: a user would click again."""
+    popup = page.locator(".leaflet-popup")
+    for _ in range(3):
+        marker(page, lot_id).click()
+        try:
+            popup.wait_for(timeout=3000)
+            break
+        except PlaywrightTimeout:
+            continue
+    return popup
+
+
 def icon(page: Page, lot_id: str):
     """Leaflet's focusable element (role=button) around a lot's marker."""
     return marker(page, lot_id).locator("xpath=ancestor::div[contains(@class, 'leaflet-marker-icon')]")
@@ -184,16 +200,7 @@ def test_popup_numbers_and_links_equal_the_api(open_map, site):
         if close.count():
             close.click()
             expect(page.locator(".leaflet-popup")).to_have_count(0)
-        popup = page.locator(".leaflet-popup")
-        # On a loaded machine a click can land while the map still settles its first fit (the
-        # marker moves under the pointer): click again until the popup opens, a few times at most.
-        for _ in range(3):
-            marker(page, lot_id).click()
-            try:
-                popup.wait_for(timeout=3000)
-                break
-            except PlaywrightTimeout:
-                continue
+        popup = open_popup(page, lot_id)
         summary = popup.locator(f'.lot-summary[data-lot-id="{lot_id}"]')
         expect(popup.locator(".popup-name")).to_have_text(p["name"])
         expect(summary.locator('[data-field="free"]')).to_have_text(str(p["free"]))
@@ -423,7 +430,7 @@ def test_names_and_links_from_the_lot_file_are_text(open_map, site, city):
     item = page.locator('.lot-item[data-lot-id="HOSTILE"]')
     expect(item.locator(".li-name")).to_have_text(HOSTILE)
     expect(marker(page, "HOSTILE")).to_contain_text(HOSTILE)
-    marker(page, "HOSTILE").click()
+    open_popup(page, "HOSTILE")
     expect(page.locator(".leaflet-popup .popup-name")).to_have_text(HOSTILE)
     expect(page.locator(".leaflet-popup")).to_contain_text("<script>alert(2)</script>")
     expect(page.locator(".leaflet-popup")).to_contain_text("<b onmouseover=alert(3)>stop</b>")
@@ -446,7 +453,7 @@ def test_only_http_links_are_links(open_map, site):
         return doc
 
     page = open_map(rewrite_api=poison).page
-    marker(page, "PR-WEST").click()
+    open_popup(page, "PR-WEST")
     popup = page.locator(".leaflet-popup")
     expect(popup).to_contain_text("Westbad")  # the stop is still named, only not linked
     expect(popup.get_by_role("link", name="Directions")).to_be_visible()

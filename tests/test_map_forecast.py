@@ -21,7 +21,7 @@ from parking.rollup import run_rollup
 
 from .conftest import require_chromium
 from .test_forecasting import GARAGE, PRW, history
-from .test_map_browser import PHONE, features, icon, marker, open_map  # noqa: F401 (open_map: a fixture)
+from .test_map_browser import PHONE, features, icon, marker, open_map, open_popup  # noqa: F401 (open_map: a fixture)
 
 require_chromium()
 BERLIN = dt.timezone(dt.timedelta(hours=1))  # the browser's zone in December (Europe/Berlin)
@@ -127,8 +127,7 @@ def test_the_popup_charts_the_next_hours_with_a_band(open_map, site):
     page = open_map().page
     page.get_by_label("+30 min").check()
     shown_instant(page)
-    marker(page, "GARAGE").click()
-    popup = page.locator(".leaflet-popup")
+    popup = open_popup(page, "GARAGE")
     served = page.evaluate("fetch('/api/lots/GARAGE/forecast?hours=24').then(r => r.json())")
     first = served["rows"][0]
     expect(popup.locator('[data-field="forecast"]')).to_contain_text(re.compile(r"^Arriving \d\d:\d\d: about \d+ free"))
