@@ -2,6 +2,7 @@
 its HTTP client and CLI runner, the small test city, and real servers over loopback."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -37,6 +38,30 @@ def _postgres_reachable() -> str | None:
         return None
     except Exception as exc:  # noqa: BLE001
         return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+
+
+def require_postgres() -> None:
+    """Skip the calling test, with the reason, when the test PostgreSQL does not answer."""
+    skip = _postgres_reachable()
+    if skip:
+        pytest.skip(skip)
+
+
+@contextlib.contextmanager
+def empty_postgres_database(prefix: str):
+    """A database of its own on the test PostgreSQL, empty (no schema), dropped afterwards;
+    yields its URL (the calling test is skipped when PostgreSQL does not answer)."""
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,16 @@ on SQLite and PostgreSQL, from an empty database; the schema after the walk is t
 upgrade gives."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 
 from parking import MIGRATIONS_DIR, create_app
 from parking.extensions import db
 
-from .conftest import POSTGRES_URL, _postgres_reachable
+from .conftest import empty_postgres_database
 
 
 @pytest.fixture
@@ -22,17 +21,8 @@ def empty_url(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    skip = _postgres_reachable()
-    if skip:
-        pytest.skip(skip)
-    name = f"parking_migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_postgres_database("parking_migrations") as url:
+        yield url
 
 
 def schema() -> dict:

@@ -24,7 +24,7 @@ import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
-from .conftest import CITY_FILE, POSTGRES_URL, _postgres_reachable, free_port
+from .conftest import CITY_FILE, POSTGRES_URL, empty_postgres_database, free_port, require_postgres
 from .test_gateway import coap_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,9 +242,7 @@ def _bad_lot_file(tmp_path: Path) -> str:
 
 
 def _missing_postgres_database() -> str:
-    skip = _postgres_reachable()
-    if skip:
-        pytest.skip(skip)
+    require_postgres()
     return POSTGRES_URL.rsplit("/", 1)[0] + f"/parking_missing_{uuid.uuid4().hex[:8]}"
 
 
@@ -363,21 +361,8 @@ def test_a_second_run_on_a_port_of_another_deployment_refuses(city, tmp_path):
 @pytest.fixture
 def postgres_database():
     """A database of its own on the test PostgreSQL, dropped afterwards (skipped when unreachable)."""
-    skip = _postgres_reachable()
-    if skip:
-        pytest.skip(skip)
-    from sqlalchemy import create_engine, text
-
-    name = f"parking_run_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with empty_postgres_database("parking_run") as url:
+        yield url
 
 
 def _scheduler_part(http: int) -> dict:

@@ -15,7 +15,7 @@ from parking import create_app
 from parking.config import PROJECT_DIR
 from parking.startup import StartupError, check_database, database_label
 
-from .conftest import POSTGRES_URL, _postgres_reachable
+from .conftest import POSTGRES_URL, require_postgres
 
 
 def _url_of(config: dict) -> str:
@@ -81,9 +81,7 @@ def test_postgresql_not_answering_names_host_port_and_setting():
 
 
 def test_postgresql_database_missing_says_create_it():
-    skip = _postgres_reachable()
-    if skip:
-        pytest.skip(skip)
+    require_postgres()
     name = f"parking_missing_{uuid.uuid4().hex[:8]}"
     url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url})
