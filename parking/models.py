@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -83,6 +84,28 @@ class StoredReading(db.Model):
     occupied: Mapped[bool] = mapped_column(Boolean)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     received_at: Mapped[float] = mapped_column(Float)
+
+
+class BayRun(db.Model):
+    """A stretch of one bay's compacted history: readings of one state, each within `stale_after`
+    of the one before, folded into their first and last instants (parking.compaction).
+
+    Together with the raw readings not yet folded, runs say exactly what the raw readings said
+    for every figure of contract §5 (the rule is `occupancy.fold`); a raw reading is either in
+    `readings` or counted in one run, never both.
+    """
+
+    __tablename__ = "bay_runs"
+    __table_args__ = (Index("ix_bay_runs_bay_ts", "bay_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    bay_id: Mapped[str] = mapped_column(ForeignKey("bays.id"))
+    ts: Mapped[float] = mapped_column(Float)  # the first reading's ts
+    last_ts: Mapped[float] = mapped_column(Float)  # the last reading's ts: the run is known until last_ts + stale_after
+    occupied: Mapped[bool] = mapped_column(Boolean)
+    readings: Mapped[int] = mapped_column(Integer)  # how many stored readings the run stands for
 
 
 class HourlyUtilization(db.Model):
@@ -180,5 +203,5 @@ class CredentialBay(db.Model):
     bay_id: Mapped[str] = mapped_column(ForeignKey("bays.id"), primary_key=True, index=True)
 
 
-__all__ = ["Lot", "Bay", "StoredReading", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck",
+__all__ = ["Lot", "Bay", "StoredReading", "BayRun", "HourlyUtilization", "RollupDirty", "ForecastCurve", "ForecastCheck",
            "SensorCredential", "CredentialBay"]
