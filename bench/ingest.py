@@ -10,7 +10,9 @@ Every server runs as its own process on the same UDP port, one at a time; the lo
   (b') the same bare server with the gateway's own transport settings (`--tuned`).
 
 Then: each gateway at half the ceiling's rate (latency under normal load), one long run at half
-load sampling the gateway's RSS (is memory flat?), and two gateway processes sharing a database.
+load sampling the gateway's RSS (is memory flat?), two gateway processes sharing a database (each
+on its own port), and `parking-gateway --processes N` (N = 1, 2, 4) on PostgreSQL,
+N gateways on one port (`bench.ingest_processes`).
 
 Server CPU and RSS count the server's whole process tree (the gateway and its writer process, and
 any other process it started): CPU from /proc/<pid>/stat (user + system, all threads) and RSS from
@@ -49,12 +51,16 @@ class IngestConfig:
     soak_seconds: float = 600.0
     soak_sample: float = 10.0
     two_seconds: float = 15.0
+    processes: tuple[int, ...] = (1, 2, 4)  # `parking-gateway --processes N` on one port, PostgreSQL
+    processes_seconds: float = 15.0
+    sensor_sockets: int = 256  # source ports of those runs, one per group of bays (~39 bays each)
     timeout: float = 5.0
 
 
 FULL = IngestConfig()
 SMOKE = IngestConfig(lots=2, bays_per_lot=10, rounds=1, round_seconds=0.5, warmup_seconds=0.1, window=16,
-                     half_seconds=0.5, soak_seconds=1.0, soak_sample=0.25, two_seconds=0.5, timeout=2.0)
+                     half_seconds=0.5, soak_seconds=1.0, soak_sample=0.25, two_seconds=0.5, processes=(1, 2),
+                     processes_seconds=0.5, sensor_sockets=8, timeout=2.0)
 
 
 # ---------------------------------------------------------------- processes
@@ -104,6 +110,7 @@ def proc_cpu(pid: int) -> float:
     return sum(_one_cpu(p) for p in proc_tree(pid))
 
 
+
 def proc_rss_parts(pid: int) -> str:
     """RSS of the process tree split into anonymous memory (heap), file mappings and shared memory,
     MiB, and per process."""
@@ -127,7 +134,7 @@ def proc_rss_mib(pid: int) -> float:
 class Server:
     """A server process on 127.0.0.1:port, started and stopped by us (by its pid only)."""
 
-    def __init__(self, kind: str, port: int, log_path: Path, url: str | None = None):
+    def __init__(self, kind: str, port: int, log_path: Path, url: str | None = None, processes: int | None = None):
         self.kind, self.port, self.log_path = kind, port, log_path
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PARKING_COAP_HOST": "127.0.0.1",
                "PARKING_SENSOR_AUTH": "oscore" if kind == "gateway-oscore" else "none"}
@@ -135,6 +142,10 @@ class Server:
             env["DATABASE_URL"] = url
             cmd = [sys.executable, "-m", "gateway.server", "--port", str(port)]
             self.ready = "CoAP gateway on"
+            if processes is not None:  # `parking-gateway --processes N`: a parent and N gateways
+                cmd += ["--processes", str(processes)]
+                if processes > 1:
+                    self.ready = "gateway processes serve"
         else:
             cmd = [sys.executable, "-m", "bench.bare_server", "--port", str(port)]
             if kind == "bare-tuned":
@@ -186,7 +197,7 @@ class Load:
         self.ok: dict[str, int] = {}  # 2.04 answers per database URL, warm-ups included
         self.t0 = time.time() - 3600  # every ts stays in the past, and distinct per request
 
-    def _cmd(self, ports, count, seconds, window, rate, keys=None):
+    def _cmd(self, ports, count, seconds, window, rate, keys=None, sensor_sockets=None):
         cmd = [sys.executable, "-m", "bench.loadgen", "--bays-file", str(self.bays_file), "--count", str(count),
                "--seconds", str(seconds), "--window", str(window), "--timeout", str(self.timeout),
                "--serial", str(self.serial), "--t0", f"{self.t0:.4f}"]
@@ -196,14 +207,17 @@ class Load:
             cmd += ["--port", str(port)]
         if rate:
             cmd += ["--rate", f"{rate:.1f}"]
+        if sensor_sockets:
+            cmd += ["--sensor-sockets", str(sensor_sockets)]
         self.serial += count
         return cmd
 
-    def start(self, ports, seconds, window, rate=None, count=None, keys=None) -> subprocess.Popen:
+    def start(self, ports, seconds, window, rate=None, count=None, keys=None, sensor_sockets=None) -> subprocess.Popen:
         # Enough requests for the time (a Python server answers a few thousand a second; the run
         # also stops at this count), all encoded (and protected) before the clock starts.
         count = count or int(seconds * (rate * 1.05 if rate else 6_000)) + 10
-        return subprocess.Popen(self._cmd(ports, count, seconds, window, rate, keys), cwd=ROOT, stdout=subprocess.PIPE,
+        return subprocess.Popen(self._cmd(ports, count, seconds, window, rate, keys, sensor_sockets), cwd=ROOT,
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     def finish(self, proc: subprocess.Popen, seconds: float) -> dict:
@@ -216,17 +230,19 @@ class Load:
             raise RuntimeError(f"load generator failed: {err[-1500:]}")
         return json.loads(out)
 
-    def run(self, ports, seconds, window, rate=None, url=None, count=None, protected=False) -> dict:
+    def run(self, ports, seconds, window, rate=None, url=None, count=None, protected=False,
+            sensor_sockets=None) -> dict:
         keys = self.keys_files[url] if protected else None
-        return self.count(url, self.finish(self.start(ports, seconds, window, rate, count, keys), seconds))
+        proc = self.start(ports, seconds, window, rate, count, keys, sensor_sockets)
+        return self.count(url, self.finish(proc, seconds))
 
-    def warm_up(self, ports, cfg: IngestConfig, url=None, protected=False) -> None:
+    def warm_up(self, ports, cfg: IngestConfig, url=None, protected=False, sensor_sockets=None) -> None:
         """One reading for every bay of the city (a gateway's bay directory, and its sensor keys,
         as warm as after a day in service), then `warmup_seconds` of load."""
         if not cfg.warmup_seconds:
             return
-        self.run(ports, 120, cfg.window, url=url, count=self.bays, protected=protected)
-        self.run(ports, cfg.warmup_seconds, cfg.window, url=url, protected=protected)
+        self.run(ports, 120, cfg.window, url=url, count=self.bays, protected=protected, sensor_sockets=sensor_sockets)
+        self.run(ports, cfg.warmup_seconds, cfg.window, url=url, protected=protected, sensor_sockets=sensor_sockets)
 
     def count(self, url: str | None, result: dict) -> dict:
         if url is not None:
@@ -404,6 +420,11 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
         report.add(f"ingest.two_gateways.{backend}/one", two["rps"] / single if single else None, "")
         report.add(f"ingest.two_gateways.{backend}/bare", two["rps"] / bare_rps, "")
 
+    if "postgresql" in backends:
+        from .ingest_processes import processes_figures  # it builds on this module's Server and Load
+
+        processes_figures(report, runs, port, load, cfg, workdir, urls["postgresql"], log)
+
     for backend in backends:
         # Every 2.04 is a committed reading: stored ≥ answered (a request whose answer was lost
         # or came after the timeout may be stored too).
@@ -460,3 +481,4 @@ def two_gateways(port: int, load: Load, cfg: IngestConfig, workdir: Path, url: s
     log(f"  two gateways ({url.split(':')[0]}): {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms, "
         f"CPU {result['cpu_cores']:.2f} cores, codes {result['codes']}, timeouts {result['timeouts']}")
     return result
+

@@ -9,6 +9,11 @@ Nothing is retransmitted: a request unanswered after `--timeout` s is counted as
 slot reused. Each socket (source port) numbers its message ids from 0, so none repeats within a
 run; there are enough sockets for that (65,536 ids each).
 
+By default request i goes out on socket i mod (sockets), a few sockets per port. `--sensor-sockets S`
+sends instead from S sockets, each bay's readings always from the same one (bay index mod S), as a
+sensor keeps its source address and port: the kernel's SO_REUSEPORT hash then spreads the bays over
+the processes that share a port, each bay staying with one process for the run.
+
 It stops by itself: after `--count` requests or `--seconds` of sending, whichever comes first,
 plus at most `--timeout` s for the last answers. It prints one JSON object on stdout.
 
@@ -39,14 +44,16 @@ def encode_post(mid: int, token: bytes, payload: bytes) -> bytes:
 
 
 def build(count: int, bays: list[str], serial: int, t0: float, sockets: int,
-          keys: dict | None = None) -> list[tuple[int, int, bytes]]:
+          keys: dict | None = None, by_bay: bool = False) -> list[tuple[int, int, bytes]]:
     """(socket index, token, datagram) for every request, encoded (and, with `keys`, protected)
-    before the clock starts."""
+    before the clock starts; `by_bay`: each bay always on the same socket."""
     out = []
+    mids = [0] * sockets  # the next message id of each socket
     for i in range(count):
         n = serial + i
-        sock = i % sockets
-        mid = (i // sockets) & 0xFFFF
+        sock = (n % len(bays)) % sockets if by_bay else i % sockets
+        mid = mids[sock] & 0xFFFF
+        mids[sock] += 1
         token = n & 0xFFFFFFFF
         bay = bays[n % len(bays)]
         payload = ('{"bay":"%s","occupied":%s,"ts":%.4f,"seq":%d}'
@@ -88,11 +95,19 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 
 def run(ports: list[int], bays: list[str], count: int, seconds: float, window: int, rate: float | None,
-        timeout: float, serial: int, t0: float, keys: dict | None = None) -> dict:
+        timeout: float, serial: int, t0: float, keys: dict | None = None, sensor_sockets: int | None = None) -> dict:
     """Send, collect, and summarise (see the module doc)."""
-    nsock = max(4 * len(ports), math.ceil(count / MIDS_PER_SOCKET))
+    if sensor_sockets:
+        nsock = sensor_sockets
+        # The busiest socket carries its bays' share of the run: its message ids must not wrap.
+        busiest = math.ceil(count / len(bays)) * math.ceil(len(bays) / min(nsock, len(bays)))
+        if busiest > MIDS_PER_SOCKET:
+            raise ValueError(f"--sensor-sockets {nsock}: up to {busiest:,} requests on one socket, "
+                             f"over {MIDS_PER_SOCKET:,} message ids: give more sockets or fewer requests")
+    else:
+        nsock = max(4 * len(ports), math.ceil(count / MIDS_PER_SOCKET))
     nsock += (-nsock) % len(ports)  # the same number of sockets per port
-    requests = build(count, bays, serial, t0, nsock, keys)
+    requests = build(count, bays, serial, t0, nsock, keys, by_bay=bool(sensor_sockets))
     socks = []
     for i in range(nsock):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -216,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds before a request counts as lost")
     parser.add_argument("--serial", type=int, default=0, help="first request number (distinct readings across runs)")
     parser.add_argument("--t0", type=float, default=None, help="ts of request 0 (default: an hour ago)")
+    parser.add_argument("--sensor-sockets", type=int, metavar="S",
+                        help="send from S source ports, each bay always from the same one (see the module doc)")
     parser.add_argument("--oscore", metavar="FILE",
                         help="protect each request with its bay's OSCORE context (JSON {bay: settings})")
     args = parser.parse_args(argv)
@@ -229,8 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("refusing an unbounded run: count ≤ 5,000,000 and seconds ≤ 3600")
     t0 = args.t0 if args.t0 is not None else time.time() - 3600
     keys = load_keys(args.oscore) if args.oscore else None
-    result = run(args.port, bays, args.count, args.seconds, args.window, args.rate, args.timeout, args.serial, t0,
-                 keys)
+    if args.sensor_sockets is not None and not 1 <= args.sensor_sockets <= 1000:
+        parser.error("--sensor-sockets: 1 to 1000 (one file descriptor each)")
+    try:
+        result = run(args.port, bays, args.count, args.seconds, args.window, args.rate, args.timeout, args.serial,
+                     t0, keys, args.sensor_sockets)
+    except ValueError as exc:
+        parser.error(str(exc))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -34,6 +34,14 @@ ONCE = [
     "ingest.soak.{first}.p99", "ingest.soak.{first}.rss_start", "ingest.soak.{first}.rss_end",
     "ingest.soak.{first}.rss_growth",
 ]
+# `parking-gateway --processes N` on one port: PostgreSQL only (SQLite takes one writer at a time);
+# the smoke run measures N = 1 and 2.
+POSTGRESQL_ONLY = [
+    "ingest.processes_1.postgresql.throughput", "ingest.processes_1.postgresql.p99",
+    "ingest.processes_1.postgresql.server_cpu", "ingest.processes_2.postgresql.throughput",
+    "ingest.processes_2.postgresql.p99", "ingest.processes_2.postgresql.server_cpu",
+    "ingest.processes_2.postgresql.busiest_share", "ingest.processes_2.postgresql/one",
+]
 LINE = re.compile(r"^(\S+)\s+(-?[\d,.]+|-|nan)\s.*\b(PASS|MISS|info|n/a)\b")
 
 
@@ -68,7 +76,8 @@ def test_smoke_run_prints_every_figure(group):
     table = out[out.rindex("\nfigure "):]  # the final table, after the lines printed as measured
     printed = {m.group(1) for m in map(LINE.match, table.splitlines()) if m}
     every = [name.format(first=backends[0]) for name in ONCE] + [
-        name.format(b=b) for b in backends for name in PER_BACKEND]
+        name.format(b=b) for b in backends for name in PER_BACKEND] + (
+        POSTGRESQL_ONLY if "postgresql" in backends else [])
     expected = [name for name in every if FIGURE_OWNER.get(name.split(".")[0], name.split(".")[0]) in only]
     missing = [name for name in expected if name not in printed]
     assert not missing, f"figures not printed: {missing}\n{table}"
@@ -77,3 +86,23 @@ def test_smoke_run_prints_every_figure(group):
         if LINE.match(line) and (" <= " in line or " >= " in line):  # a figure with a target has a verdict
             assert re.search(r"\b(PASS|MISS)\b", line), line
     assert re.search(r"\d+ PASS, \d+ MISS", table)
+
+
+def test_sensor_sockets_keep_each_bay_on_one_socket_with_distinct_message_ids():
+    """The load generator's `--sensor-sockets`: a bay's readings always leave from one socket (as a
+    sensor keeps its source port), and no message id repeats on a socket."""
+    import json
+    import struct
+
+    from bench.loadgen import build
+
+    bays = [f"B{i:03d}" for i in range(50)]
+    sockets_of: dict[str, set[int]] = {}
+    mids_of: dict[int, list[int]] = {}
+    for sock, _, datagram in build(1_000, bays, serial=7, t0=0.0, sockets=8, by_bay=True):
+        bay = json.loads(datagram.rsplit(b"\xff", 1)[1])["bay"]
+        sockets_of.setdefault(bay, set()).add(sock)
+        mids_of.setdefault(sock, []).append(struct.unpack_from("!H", datagram, 2)[0])
+    assert all(len(s) == 1 for s in sockets_of.values()) and len(sockets_of) == 50
+    assert len(mids_of) == 8
+    assert all(len(set(mids)) == len(mids) for mids in mids_of.values())

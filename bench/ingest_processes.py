@@ -1,0 +1,91 @@
+"""Ingest with `parking-gateway --processes N`: N gateways on ONE UDP port, on PostgreSQL.
+
+Part of the ingest benchmark (`bench.ingest.run` calls `processes_figures`), on its servers and
+load generator. For each N of the configuration (1, 2 and 4 in the full run), in alternating
+rounds: the parent and its N gateway processes (each with its own writer) start on the port that
+the other ingest runs use, are warmed up, measured for `processes_seconds` at the same window,
+and stopped. The load comes from `sensor_sockets` source ports, each bay always from the same
+one (as a sensor keeps its address), so the kernel's SO_REUSEPORT hash spreads the bays over the
+N processes and each bay stays with one of them, as it would behind an affine load balancer.
+
+How evenly the hash spread them is read from each gateway process's CPU (the process and its
+writer) over the measured part: the gateway keeps no per-process request count that outlives it
+(its summary line comes once a minute), and CPU per request is about the same in every process.
+Every 2.04 of these runs counts in the ingest benchmark's answered-against-stored check.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ingest import IngestConfig, Load, Server, _median, proc_cpu
+from .report import Report
+
+
+def children_cpu(pid: int) -> dict[int, float]:
+    """{child pid: CPU seconds of that child and its descendants} for each direct child."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            pass
+    return {child: proc_cpu(child) for child in children}
+
+
+def gateway_processes(n: int, port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str, label: str) -> dict:
+    """One run of `parking-gateway --processes n` on `port`: start, warm up, measure, stop; with each
+    gateway process's CPU (it and its writer) over the measured part."""
+    server = Server("gateway", port, workdir / f"gateway-processes-{n}-{label}.log", url, processes=n)
+    try:
+        load.warm_up([port], cfg, url, sensor_sockets=cfg.sensor_sockets)
+        t0, cpu0, _ = server.sample()
+        each0 = children_cpu(server.pid)
+        result = load.run([port], cfg.processes_seconds, cfg.window, url=url, sensor_sockets=cfg.sensor_sockets)
+        t1, cpu1, _ = server.sample()
+        each1 = children_cpu(server.pid)
+    finally:
+        server.stop()
+    wall = t1 - t0
+    # With one process the server is the gateway itself (its child is its writer): one share.
+    each = [(each1[p] - each0[p]) / wall for p in sorted(each1) if p in each0] if n > 1 else [(cpu1 - cpu0) / wall]
+    result.update(processes=n, cpu_cores=(cpu1 - cpu0) / wall, each_cores=each,
+                  busiest_share=max(each) / sum(each) if sum(each) else None)
+    return result
+
+
+def processes_figures(report: Report, runs: dict, port: int, load: Load, cfg: IngestConfig, workdir: Path,
+                      url: str, log) -> None:
+    """`parking-gateway --processes N` for each N of cfg.processes on one port, PostgreSQL: rounds
+    alternating over N, medians, and each N against one process measured the same way."""
+    kinds = [f"processes_{n}" for n in cfg.processes]
+    for kind in kinds:
+        runs[kind] = []
+    for r in range(cfg.rounds):
+        for n, kind in zip(cfg.processes, kinds):
+            result = gateway_processes(n, port, load, cfg, workdir, url, label=str(r))
+            runs[kind].append(result)
+            log(f"  round {r + 1}/{cfg.rounds} --processes {n}: {result['rps']:>7.0f} req/s  p99 {result['p99_ms']} ms  "
+                f"CPU {result['cpu_cores']:.2f} cores (per process "
+                f"{' / '.join(f'{c:.2f}' for c in result['each_cores'])}; load generator {result['client_cpu']:.2f}, "
+                f"{result['sockets']} source ports)  codes {result['codes']}  timeouts {result['timeouts']}")
+    one = _median(runs[kinds[0]], "rps") if cfg.processes[0] == 1 else None
+    for n, kind in zip(cfg.processes, kinds):
+        rs, name = runs[kind], f"ingest.{kind}.postgresql"
+        rps = _median(rs, "rps")
+        report.add(f"{name}.throughput", rps, "req/s",
+                   note=f"parking-gateway --processes {n}, one port; median of {len(rs)}, window {cfg.window}, "
+                        f"{cfg.sensor_sockets} source ports")
+        report.add(f"{name}.p99", _median(rs, "p99_ms"), "ms")
+        report.add(f"{name}.server_cpu", _median(rs, "cpu_cores"), "cores",
+                   note=f"parent, {n} gateway(s) and their writers; load generator {_median(rs, 'client_cpu'):.2f} cores")
+        if n > 1:
+            shares = " ".join("/".join(f"{c:.2f}" for c in r["each_cores"]) for r in rs)
+            report.add(f"{name}.busiest_share", _median(rs, "busiest_share"), "",
+                       note=f"the busiest process's share of the gateways' CPU ({1 / n:.2f} = even); "
+                            f"cores per process, each round: {shares}")
+            report.add(f"{name}/one", rps / one if one and rps is not None else None, "",
+                       note="against --processes 1 in the same rounds")
+        lost = sum(r["timeouts"] for r in rs)
+        not_ok = sum(v for r in rs for k, v in r["codes"].items() if k != "2.04")
+        if lost or not_ok:
+            report.add(f"{name}.not_2.04", lost + not_ok, "req", note=f"timeouts {lost}, other answers {not_ok}")
