@@ -5,7 +5,9 @@ What a data set holds, and how it is kept consistent:
 * Lots and bays are imported through the real path (`parking.lots.import_lots`).
 * Readings are generated per bay by a simple sensor model (below) and written in bulk: SQLite
   with `executemany` in one transaction, PostgreSQL with `COPY` (psycopg's `cursor.copy`), with
-  the secondary indexes of `readings` built after the load where the schema allows it.
+  the secondary indexes of `readings` built after the load where the schema allows it. On
+  PostgreSQL the daily partitions of the history's range are made first
+  (`parking.partitions.ensure_partitions`), so the rows land where a live system's would.
 * `bays` gets each bay's current state from its own newest reading, by the rule
   `parking.ingest` applies (state, last_ts, state_since = start of the current run, last_seen).
 * `hourly_utilization` is filled for every local hour from the first hour of the history up to
@@ -408,19 +410,23 @@ def generate(spec: CitySpec, backend: str, end: float, key: str | None = None, q
     from parking.occupancy import floor_local_hour, hour_starts, hourly_figures
     from parking.cli import init_db
     from parking.lots import import_lots
+    from parking.partitions import ensure_partitions
 
     key = key or spec.key()
     started = time.perf_counter()
     url = fresh_database(backend, key)
+    start = end - spec.hours * HOUR
     app = make_app(url)
     with app.app_context():
         init_db()
         import_lots(city_features(spec), TIMEZONE)
+        # PostgreSQL: the history's days get their partitions before COPY, not the default one.
+        ensure_partitions(db.session, start, end)
+        db.session.commit()
         db.session.remove()
         db.engine.dispose()
     writer = SqliteWriter(sqlite_path(key)) if backend == "sqlite" else PostgresWriter(url)
 
-    start = end - spec.hours * HOUR
     first_hour = floor_local_hour(start, TIMEZONE)
     end_hour = floor_local_hour(end, TIMEZONE)
     hours = hour_starts(TIMEZONE, first_hour, end_hour)
