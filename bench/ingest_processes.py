@@ -12,12 +12,21 @@ How evenly the hash spread them is read from each gateway process's CPU (the pro
 writer) over the measured part: the gateway keeps no per-process request count that outlives it
 (its summary line comes once a minute), and CPU per request is about the same in every process.
 Every 2.04 of these runs counts in the ingest benchmark's answered-against-stored check.
+
+By hand, only this part, on a database of its own (`<prefix>_processes`, dropped at the end, so a
+full ingest run elsewhere on the same PostgreSQL is not disturbed):
+
+    python -m bench.ingest_processes [--processes 1,2,4] [--rounds 3] [--seconds 15]
 """
 from __future__ import annotations
 
+import argparse
+import sys
+import tempfile
 from pathlib import Path
 
-from .ingest import IngestConfig, Load, Server, _median, proc_cpu
+from . import datasets
+from .ingest import IngestConfig, Load, Server, _median, free_udp_port, prepare_database, proc_cpu, stored_readings
 from .report import Report
 
 
@@ -89,3 +98,40 @@ def processes_figures(report: Report, runs: dict, port: int, load: Load, cfg: In
         not_ok = sum(v for r in rs for k, v in r["codes"].items() if k != "2.04")
         if lost or not_ok:
             report.add(f"{name}.not_2.04", lost + not_ok, "req", note=f"timeouts {lost}, other answers {not_ok}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This part of the ingest benchmark alone, on PostgreSQL: its figures and the stored check."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest_processes", description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", default="1,2,4", help="comma-separated process counts, the first 1 for N/1")
+    parser.add_argument("--rounds", type=int, default=IngestConfig.rounds)
+    parser.add_argument("--seconds", type=float, default=IngestConfig.processes_seconds)
+    parser.add_argument("--sensor-sockets", type=int, default=IngestConfig.sensor_sockets)
+    args = parser.parse_args(argv)
+    why = datasets.postgres_available()
+    if why:
+        parser.error(f"PostgreSQL not reachable: {why}")
+    sys.path.insert(0, str(datasets.ROOT))
+    cfg = IngestConfig(rounds=args.rounds, processes=tuple(int(n) for n in args.processes.split(",")),
+                       processes_seconds=args.seconds, sensor_sockets=args.sensor_sockets)
+    datasets.PG_PREFIX = f"{datasets.PG_PREFIX}_processes"
+    report = Report(meta={})
+    with tempfile.TemporaryDirectory(prefix="parking-bench-processes-") as tmp:
+        workdir = Path(tmp)
+        try:
+            url, bays, _ = prepare_database("postgresql", cfg, workdir)
+            (workdir / "bays.txt").write_text("\n".join(bays))
+            load = Load(workdir / "bays.txt", cfg.timeout)
+            processes_figures(report, {}, free_udp_port(), load, cfg, workdir, url, print)
+            stored, answered = stored_readings(url), load.ok.get(url, 0)
+            report.add("ingest.postgresql.answered_2.04_not_stored", max(0, answered - stored), "req", "<=", 0,
+                       note=f"{answered:,} answered 2.04, {stored:,} readings stored")
+        finally:
+            datasets.pg_drop(datasets.PG_PREFIX)
+    print()
+    print(report.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
