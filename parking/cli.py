@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from flask_migrate import upgrade
 
 from .lots import LotFileError, has_lots, import_lot_file
+from .timefmt import iso_utc
 
 
 def init_db() -> None:
@@ -58,6 +59,19 @@ def init_app(app: Flask) -> None:
             click.echo(f"marked {mark_all()} hours for recomputation")
         stats = run_rollup()
         click.echo(f"rolled up {stats.hours} hours of {stats.lots} lots in {stats.seconds:.2f} s")
+
+    @app.cli.command("compact")
+    @click.option("--all", "everything", is_flag=True,
+                  help="fold everything stored so far (all but the last two hours), not only what has settled")
+    def compact_command(everything):
+        """Fold raw readings older than PARKING_RAW_RETENTION_DAYS into compact runs (figures unchanged)."""
+        from .compaction import compact
+
+        result = compact(everything=everything)
+        click.echo(
+            f"folded {result.readings} readings of {result.bays} bays into {result.runs_written} runs "
+            f"(stamped before {iso_utc(result.cutoff)}) in {result.seconds:.2f} s"
+        )
 
     @app.cli.command("sensors")
     @click.option("--all", "show_all", is_flag=True, help="every sensor, not only those needing attention")

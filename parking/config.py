@@ -34,6 +34,11 @@ class Config:
     # A sensor's reading may be this many days old (a buffer kept through an outage); older ones
     # are refused (contract §3). History an operator loads (the simulator's backfill) is not bound.
     MAX_BACKLOG_DAYS = _env_int("PARKING_MAX_BACKLOG_DAYS", 30)
+    # Raw readings are kept this many days, then folded into runs (parking/compaction.py): a late
+    # reading within this window lands exactly, so it should be at least MAX_BACKLOG_DAYS.
+    RAW_RETENTION_DAYS = _env_int("PARKING_RAW_RETENTION_DAYS", 31)
+    # Seconds between compaction runs of the scheduler (each folds what has settled since).
+    COMPACT_INTERVAL = _env_int("PARKING_COMPACT_INTERVAL", 3600)
     # No token configured means admin writes are off, never open.
     ADMIN_TOKEN = os.environ.get("PARKING_ADMIN_TOKEN") or None
     # "oscore" (the default): readings only from sensors holding their own OSCORE context

@@ -8,6 +8,7 @@ the transaction: `store` never commits, `ingest` and `ingest_bulk` do.
 from __future__ import annotations
 
 import math
+from contextlib import closing
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from .dbutil import chunks, upsert_insert
+from .compaction import absorb_late
+from .history import newest_first
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
 from .models import StoredReading
@@ -177,6 +180,9 @@ def store(
     stale = float(stale_after if stale_after is not None else current_app.config["STALE_AFTER"])
     bays = (directory or _directory).lookup(session, {r.bay for r in readings})
     fresh = _drop_duplicates(session, readings)
+    if fresh:
+        # A reading older than anything compaction leaves raw meets compacted history first.
+        fresh = absorb_late(session, fresh, time.time())
     if not fresh:
         return result
     rows = [
@@ -394,15 +400,9 @@ def _update_bays(
 
 
 def _run_start(session: Session, bay_id: str, stale: float) -> float | None:
-    """Start of the bay's current run (`occupancy.run_start`) from its stored readings."""
-    query = (
-        select(StoredReading.ts, StoredReading.occupied)
-        .where(StoredReading.bay_id == bay_id)
-        .order_by(StoredReading.ts.desc(), StoredReading.id.desc())
-    )
-    # Closed explicitly: run_start stops early, which must not leave a server-side cursor open.
-    with session.execute(query.execution_options(yield_per=500)) as rows:
-        return run_start(rows, stale)
+    """Start of the bay's current run (`occupancy.run_start`) from its stored history."""
+    with closing(newest_first(session, bay_id)) as history:
+        return run_start(history, stale)
 
 
 def _dirty_hours(

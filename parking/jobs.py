@@ -45,6 +45,17 @@ def rollup_job(app: Flask) -> None:
             log.info("rollup: %d hours of %d lots in %.2f s", stats.hours, stats.lots, stats.seconds)
 
 
+def compact_job(app: Flask) -> None:
+    """Fold raw readings that have settled into compact runs (the same as `flask compact`)."""
+    from .compaction import compact
+
+    with _job(app, "compact"):
+        result = compact()
+        if result.readings:
+            log.info("compact: %d readings of %d bays folded into %d runs in %.2f s",
+                     result.readings, result.bays, result.runs_written, result.seconds)
+
+
 def forecast_job(app: Flask) -> None:
     """Bring every lot's forecaster up to date and store its forecasts (the same as `flask forecast`)."""
     from .forecasting import update_forecasts
@@ -84,8 +95,13 @@ class Scheduling:
             if self.leadership.leading:
                 forecast_job(app)
 
+        def compact_when_leading(app: Flask) -> None:
+            if self.leadership.leading:
+                compact_job(app)
+
         for job_id, job, interval in (("rollup", rollup_then_first_forecast, "ROLLUP_INTERVAL"),
-                                      ("forecast", forecast_when_leading, "FORECAST_INTERVAL")):
+                                      ("forecast", forecast_when_leading, "FORECAST_INTERVAL"),
+                                      ("compact", compact_when_leading, "COMPACT_INTERVAL")):
             scheduler.add_job(
                 job, "interval", seconds=self.app.config[interval], args=[self.app], id=job_id,
                 max_instances=1,  # a slow run is never started twice at once
@@ -103,6 +119,8 @@ class Scheduling:
             if self._stopped:
                 return
             self.scheduler.modify_job("rollup", next_run_time=_soon())
+            # Compaction soon too (after a start, history may have settled), off the rollup's instant.
+            self.scheduler.modify_job("compact", next_run_time=_soon(30))
             self.scheduler.resume()
 
     def _lost(self) -> None:

@@ -14,6 +14,11 @@ Conventions used throughout:
 * The rule: a reading at ``t`` with state ``s`` says the bay is ``s`` on
   ``[t, min(t_next, t + stale_after))``; past that and until the next reading its state is
   unknown. All intervals are half-open.
+* Compacted history (``fold``): a *run* ``(ts, occupied, last_ts)`` stands for readings of one
+  state from ``ts`` to ``last_ts``, each within ``stale_after`` of the one before, so the bay is
+  ``s`` on ``[ts, min(t_next, last_ts + stale_after))``. A reading is the run
+  ``(ts, occupied, ts)``; every function below takes either form, and gives the same figures
+  for a run as for the readings it stands for.
 * A local hour is ``[h, h + 3600)`` where the local clock shows minute 0 at ``h``.
 """
 
@@ -33,14 +38,18 @@ __all__ = [
     "HOUR",
     "CurrentCounts",
     "HourFigures",
+    "FoldedRun",
     "Interval",
+    "StateRun",
     "TimedState",
+    "as_runs",
     "bay_intervals",
     "changes_by_bay",
     "continues_run",
     "coverage_pct",
     "current_counts",
     "floor_local_hour",
+    "fold",
     "hour_label",
     "hour_starts",
     "hourly_figures",
@@ -59,10 +68,23 @@ HOUR = 3600.0
 TimedState = tuple[float, bool]
 """One reading of one bay: (ts in Unix seconds, occupied)."""
 
+StateRun = tuple[float, bool, float]
+"""A run of one bay's readings of one state (``fold``): (first ts, occupied, last ts)."""
+
+FoldedRun = tuple[float, bool, float, int]
+"""A run as `fold` returns it: (first ts, occupied, last ts, how many readings it stands for)."""
+
 TimeZone = str | datetime.tzinfo
 """An IANA zone name ("Europe/Berlin") or a tzinfo object."""
 
 _ts = itemgetter(0)
+
+
+def as_runs(readings: Sequence[TimedState] | Sequence[StateRun]) -> Sequence[StateRun]:
+    """The readings as runs: a reading (ts, occupied) is the run (ts, occupied, ts)."""
+    if readings and len(readings[0]) == 2:
+        return [(t, occupied, t) for t, occupied in readings]
+    return readings  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- intervals
@@ -78,7 +100,7 @@ class Interval:
 
 
 def _spans(
-    readings: Sequence[TimedState], stale_after: float, start: float, end: float
+    readings: Sequence[StateRun], stale_after: float, start: float, end: float
 ) -> Iterator[tuple[float, float, bool]]:
     """Yield the bay's known-state spans clipped to [start, end), adjacent equal states merged."""
     # Of the history before `start` only the last reading at or before it can reach into the
@@ -92,8 +114,8 @@ def _spans(
     open_start = open_end = 0.0
     open_occ: bool | None = None
     # This loop sees every reading: plain comparisons instead of min()/max() calls.
-    for (t, occupied), next_t in zip(window, next_ts):
-        e = t + stale_after
+    for (t, occupied, last), next_t in zip(window, next_ts):
+        e = last + stale_after
         if next_t < e:
             e = next_t
         if end < e:
@@ -116,13 +138,13 @@ def _spans(
 
 
 def bay_intervals(
-    readings: Sequence[TimedState],
+    readings: Sequence[TimedState] | Sequence[StateRun],
     stale_after: float,
     start: float = -inf,
     end: float = inf,
 ) -> list[Interval]:
     """Known-state intervals of one bay clipped to [start, end); touching equal states merged."""
-    return [Interval(s, e, occ) for s, e, occ in _spans(readings, stale_after, start, end)]
+    return [Interval(s, e, occ) for s, e, occ in _spans(as_runs(readings), stale_after, start, end)]
 
 
 # --------------------------------------------------------------------------- local time
@@ -273,7 +295,7 @@ def coverage_pct(known_seconds: float, bays: int, span_seconds: float) -> float 
 
 
 def hourly_figures(
-    readings_by_bay: Mapping[str, Sequence[TimedState]],
+    readings_by_bay: Mapping[str, Sequence[TimedState] | Sequence[StateRun]],
     bay_count: int,
     hours: Sequence[float],
     stale_after: float,
@@ -302,6 +324,7 @@ def hourly_figures(
         # rescans. Merged spans keep E proportional to state changes and gaps, not heartbeats.
         events: list[tuple[float, int, int]] = []
         for readings in readings_by_bay.values():
+            readings = as_runs(readings)
             for s, e, occ in _spans(readings, stale_after, window_start, window_end):
                 o = 1 if occ else 0
                 events.append((s, 1, o))
@@ -346,15 +369,16 @@ def hourly_figures(
     ]
 
 
-def _is_arrival(previous: TimedState, current: TimedState, stale_after: float) -> bool:
+def _is_arrival(previous: StateRun, current: StateRun, stale_after: float) -> bool:
     """Whether `current` turns the bay from known-free to occupied (contract §5)."""
-    # Free must still be known right up to current's ts: a gap longer than stale_after means
-    # the state was unknown just before, and a car seen after a gap is no arrival.
-    return bool(current[1]) and not previous[1] and current[0] - previous[0] <= stale_after
+    # Free must still be known right up to current's ts: a gap longer than stale_after after
+    # the previous reading (a run's last one) means the state was unknown just before, and a
+    # car seen after a gap is no arrival.
+    return bool(current[1]) and not previous[1] and current[0] - previous[2] <= stale_after
 
 
 def _count_arrivals(
-    readings: Sequence[TimedState],
+    readings: Sequence[StateRun],
     stale_after: float,
     hours: Sequence[float],
     ends: Sequence[float],
@@ -365,29 +389,30 @@ def _count_arrivals(
     hi = bisect_left(readings, ends[-1], key=_ts)
     if lo >= hi:
         return
-    prev_ts, prev_occupied = readings[lo - 1]
-    for t, occupied in readings[lo:hi]:
+    _, prev_occupied, prev_last = readings[lo - 1]
+    for t, occupied, last in readings[lo:hi]:
         # The rule of _is_arrival, inlined: this loop sees every reading.
-        if occupied and not prev_occupied and t - prev_ts <= stale_after:
+        if occupied and not prev_occupied and t - prev_last <= stale_after:
             j = bisect_right(hours, t) - 1
             # `hours` need not be contiguous (a reading between two listed hours counts
             # nowhere), and `ends` stops each hour at `now`.
             if j >= 0 and t < ends[j]:
                 arrivals[j] += 1
-        prev_ts, prev_occupied = t, occupied
+        prev_occupied, prev_last = occupied, last
 
 
 # --------------------------------------------------------------------------- stays, changes
 
 
-def stays(readings: Sequence[TimedState], stale_after: float) -> list[tuple[float, float]]:
+def stays(readings: Sequence[TimedState] | Sequence[StateRun], stale_after: float) -> list[tuple[float, float]]:
     """Completed stays of one bay as (arrival ts, departure ts), in order."""
+    readings = as_runs(readings)
     result: list[tuple[float, float]] = []
     arrived: float | None = None
     for i in range(1, len(readings)):
         previous, current = readings[i - 1], readings[i]
         if arrived is not None:
-            if current[0] - previous[0] > stale_after:
+            if current[0] - previous[2] > stale_after:
                 # The bay went unknown while occupied: we cannot tell when the car left.
                 arrived = None
             elif not current[1]:
@@ -403,7 +428,7 @@ def state_changes(readings: Iterable[TimedState], before: bool | None = None) ->
     """Readings whose state differs from the previous reading's (the first one included, unless
     it repeats `before`, the bay's state before these readings)."""
     return [(ts, occupied) for _, ts, occupied in
-            changes_by_bay(((None, ts, occupied) for ts, occupied in readings), {None: before})]
+            changes_by_bay(((None, ts, occupied) for ts, occupied, *_ in readings), {None: before})]
 
 
 def changes_by_bay(
@@ -422,6 +447,52 @@ def changes_by_bay(
         last[bay] = occupied
 
 
+# --------------------------------------------------------------------------- compaction
+
+
+def fold(
+    items: Iterable[tuple[float, bool, float, int]], stale_after: float, max_span: float
+) -> list[FoldedRun]:
+    """Fold a bay's readings and runs (storage order) into runs that give the same figures.
+
+    `items` are (ts, occupied, last_ts, readings); a reading is (ts, occupied, ts, 1). Three
+    rules, each of which changes no figure of this module:
+
+    * An item of the same state as the run before it that starts within `stale_after` of that
+      run's last reading continues it: every reading of both is within reach of the one before,
+      so the state was known throughout either way (no change, no arrival, no stale gap between).
+      A run spans at most `max_span` seconds (then a new run starts at the next reading), which
+      bounds how far back a reader must look for the run that reaches into its window.
+    * An item that starts inside the run before it (a late reading, received after that stretch
+      was folded) and repeats its state adds nothing: it is absorbed.
+    * One that starts inside it with the other state ends the run at its ts: the readings that
+      would say when the run's state came back were folded, so from there the bay is known
+      only as far as the late reading and what follows say.
+
+    Folding what `fold` returned, or folding in parts (earlier items first, then the rest after
+    the last run), gives the same runs: compaction can run any time, over any stretch.
+    """
+    out: list[list] = []
+    for ts, occupied, last, count in items:
+        occupied = bool(occupied)
+        if out:
+            run = out[-1]
+            if ts <= run[2]:
+                if occupied is run[1]:
+                    if last > run[2]:
+                        run[2] = last
+                    run[3] += count
+                    continue
+                if ts < run[2]:
+                    run[2] = ts
+            elif occupied is run[1] and ts - run[2] <= stale_after and last - run[0] <= max_span:
+                run[2] = last
+                run[3] += count
+                continue
+        out.append([ts, occupied, last, count])
+    return [(ts, occupied, last, count) for ts, occupied, last, count in out]
+
+
 # --------------------------------------------------------------------------- current run
 
 
@@ -433,17 +504,19 @@ def continues_run(state: bool | None, last_ts: float | None, occupied: bool, ts:
     return state is not None and state == occupied and ts - last_ts <= stale_after
 
 
-def run_start(newest_first: Iterable[TimedState], stale_after: float) -> float | None:
-    """Start of the current run (a bay's `state_since`) from its readings, newest first: the
-    earliest reading chained to the newest by `continues_run`; None without readings.
+def run_start(newest_first: Iterable[TimedState] | Iterable[StateRun], stale_after: float) -> float | None:
+    """Start of the current run (a bay's `state_since`) from its readings or runs, newest first:
+    the earliest one chained to the newest by `continues_run`; None without readings.
 
     Reads only as far back as the run goes, so a cursor can be handed in and closed after."""
     start = state = None
-    for ts, occupied in newest_first:
+    for item in newest_first:
+        ts, occupied = item[0], item[1]
+        last = item[2] if len(item) > 2 else ts
         if start is None:
             start, state = ts, bool(occupied)
-        elif continues_run(bool(occupied), ts, state, start, stale_after):
-            start = ts  # the earlier reading (ts, occupied) is continued by the run's start
+        elif continues_run(bool(occupied), last, state, start, stale_after):
+            start = ts  # the earlier reading or run is continued by the run's start
         else:
             break
     return start

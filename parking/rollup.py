@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +22,12 @@ from flask import current_app
 from sqlalchemy import Float, bindparam, delete, func, literal, select
 
 from .extensions import db
-from .dbutil import chunks, driver_tuples, in_subquery, upsert_insert
+from .dbutil import chunks, driver_tuples, upsert_insert
 from .models import Bay, HourlyUtilization, Lot, RollupDirty
 from .models import StoredReading
-from .occupancy import HOUR, HourFigures, hour_starts, hourly_figures, reach_hours
+from .history import readings_of_lots
+from .models import BayRun
+from .occupancy import HOUR, HourFigures, StateRun, hour_starts, hourly_figures, reach_hours
 
 # On-the-fly and rollup work is done in windows of this many hours, to bound memory.
 WINDOW_HOURS = 168
@@ -65,33 +67,9 @@ def _bay_counts(lot_ids: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def lot_readings(lot_id: str, start: float, end: float) -> dict[str, list[tuple[float, bool]]]:
-    """(ts, occupied) per bay of the lot in [start, end), in storage order (ts, then id)."""
+def lot_readings(lot_id: str, start: float, end: float) -> dict[str, list[StateRun]]:
+    """Runs (`parking.history`) per bay of the lot that say something about [start, end)."""
     return readings_of_lots([lot_id], start, end).get(lot_id, {})
-
-
-def readings_of_lots(
-    lot_ids: Sequence[str], start: float, end: float
-) -> dict[str, dict[str, list[tuple[float, bool]]]]:
-    """(ts, occupied) per bay per lot in [start, end), in storage order (ts, then id)."""
-    by_lot: dict[str, dict[str, list[tuple[float, bool]]]] = {}
-    for chunk in chunks(lot_ids, IN_CHUNK):
-        bays_of_lots = select(Bay.id).where(Bay.lot_id.in_(chunk))
-        rows = db.session.execute(
-            select(Bay.lot_id, StoredReading.bay_id, StoredReading.ts, StoredReading.occupied)
-            .join(Bay, Bay.id == StoredReading.bay_id)
-            # One index range on (bay_id, ts) per bay, never a scan of the history: see in_subquery.
-            .where(in_subquery(db.session, StoredReading.bay_id, bays_of_lots),
-                   StoredReading.ts >= start, StoredReading.ts < end)
-            .order_by(StoredReading.bay_id, StoredReading.ts, StoredReading.id)
-        )
-        bay_id_seen, readings = None, None
-        for lot_id, bay_id, ts, occupied in rows:
-            if bay_id != bay_id_seen:  # rows come bay by bay
-                readings = by_lot.setdefault(lot_id, {}).setdefault(bay_id, [])
-                bay_id_seen = bay_id
-            readings.append((ts, bool(occupied)))
-    return by_lot
 
 
 def compute_hours(
@@ -228,17 +206,22 @@ def _clear_marks(marks: Sequence[tuple[str, int, int]]) -> None:
 def mark_all() -> int:
     """Mark every hour of every lot that has readings (after a change of stale_after)."""
     stale = float(current_app.config["STALE_AFTER"])
-    spans = db.session.execute(
-        select(Bay.lot_id, Lot.timezone, func.min(StoredReading.ts), func.max(StoredReading.ts))
-        .join(Bay, Bay.id == StoredReading.bay_id)
-        .join(Lot, Lot.id == Bay.lot_id)
-        .group_by(Bay.lot_id, Lot.timezone)
-    ).all()
-    rows = [
-        {"lot_id": lot_id, "hour_start": int(h), "version": 1}
-        for lot_id, tz, first, last in spans
-        for h in reach_hours(first, last, stale, tz)
+    spans = [
+        db.session.execute(
+            select(Bay.lot_id, Lot.timezone, func.min(first), func.max(last))
+            .join(Bay, Bay.id == bay_id)
+            .join(Lot, Lot.id == Bay.lot_id)
+            .group_by(Bay.lot_id, Lot.timezone)
+        ).all()
+        for bay_id, first, last in ((StoredReading.bay_id, StoredReading.ts, StoredReading.ts),
+                                    (BayRun.bay_id, BayRun.ts, BayRun.last_ts))
     ]
+    marks = {  # a set: a lot with raw and compacted history would otherwise mark hours twice
+        (lot_id, int(h))
+        for lot_id, tz, first, last in chain(*spans)
+        for h in reach_hours(first, last, stale, tz)
+    }
+    rows = [{"lot_id": lot_id, "hour_start": h, "version": 1} for lot_id, h in sorted(marks)]
     table = RollupDirty.__table__
     stmt = upsert_insert(db.session, table)
     stmt = stmt.on_conflict_do_update(

@@ -111,7 +111,7 @@ def database_url(backend: str, templates: dict, tmp_path: Path) -> str:
     engine = create_engine(url)
     with engine.begin() as conn:
         # DELETE beats TRUNCATE on tables this small (TRUNCATE rewrites files each time).
-        for table in ("forecast_checks", "forecast_curves", "readings", "rollup_dirty", "hourly_utilization",
+        for table in ("forecast_checks", "forecast_curves", "readings", "bay_runs", "rollup_dirty", "hourly_utilization",
                       "credential_bays", "sensor_credentials", "bays", "lots"):
             conn.execute(text(f"DELETE FROM {table}"))
     engine.dispose()

@@ -10,7 +10,7 @@ from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate, validates
-from sqlalchemy import and_, func, select
+from sqlalchemy import select
 
 from ..auth import require_admin
 from ..lot_list import encode_collection, lot_list
@@ -18,7 +18,7 @@ from ..extensions import Blueprint, ErrorSchema, db
 from ..forecasting import forecast_at
 from ..lots import FeatureSchema, LotFileError, import_lots
 from ..models import Bay, Lot
-from ..models import StoredReading
+from ..history import lot_stream, states_before
 from ..occupancy import changes_by_bay
 from ..timefmt import iso_utc
 from .common import is_lot_id, lot_or_404
@@ -185,31 +185,11 @@ class LotEventsView(MethodView):
 def _event_rows(lot_id: str, start: float, end: float):
     """CSV lines of state changes (`occupancy.changes_by_bay`) in [start, end); each bay's state
     before start decides whether its first reading in the range is one."""
-    last_before = (
-        select(StoredReading.bay_id, func.max(StoredReading.ts).label("ts"))
-        .join(Bay, Bay.id == StoredReading.bay_id)
-        .where(Bay.lot_id == lot_id, StoredReading.ts < start)
-        .group_by(StoredReading.bay_id)
-        .subquery()
-    )
-    previous: dict[str, bool | None] = {}
-    prior = select(StoredReading.bay_id, StoredReading.occupied, StoredReading.id).join(
-        last_before,
-        and_(StoredReading.bay_id == last_before.c.bay_id, StoredReading.ts == last_before.c.ts),
-    ).order_by(StoredReading.id)
-    for bay_id, occupied, _ in db.session.execute(prior):
-        previous[bay_id] = occupied  # equal ts: the later-stored one wins
+    previous: dict[str, bool | None] = dict(states_before(lot_id, start))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["bay_id", "ts", "occupied"])
-    rows = db.session.execute(
-        select(StoredReading.bay_id, StoredReading.ts, StoredReading.occupied)
-        .join(Bay, Bay.id == StoredReading.bay_id)
-        .where(Bay.lot_id == lot_id, StoredReading.ts >= start, StoredReading.ts < end)
-        .order_by(StoredReading.ts, StoredReading.id)
-        .execution_options(yield_per=5000)
-    )
-    for chunk in rows.partitions(1000):  # streamed: a year of a lot is millions of readings
+    for chunk in lot_stream(lot_id, start, end):
         for bay_id, ts, occupied in changes_by_bay(chunk, previous):
             writer.writerow([bay_id, iso_utc(ts), "true" if occupied else "false"])
         yield buffer.getvalue()
