@@ -74,7 +74,8 @@ def sensor_snapshot() -> SensorSnapshot:
         .join(StoredReading, and_(StoredReading.bay_id == Bay.id, StoredReading.ts == Bay.last_ts))
         .group_by(Bay.id)
     ).all()
-    newest = db.session.scalar(select(func.max(StoredReading.ts)))
+    # The bays carry their newest reading's ts, whether or not its row has been compacted since.
+    newest = db.session.scalar(select(func.max(Bay.last_ts)))
     return SensorSnapshot(lots, states, {bay: seq for bay, seq in seqs if seq is not None}, newest)
 
 
