@@ -95,6 +95,12 @@ def check_database(app) -> None:
         except SQLAlchemyError as exc:
             raise database_problem(exc, url) from exc
     log.info("database %s", database_label(url))
+    retention, backlog = app.config["RAW_RETENTION_DAYS"], app.config["MAX_BACKLOG_DAYS"]
+    if retention < backlog:
+        # Allowed (storage may matter more), but a late reading may then land in compacted history.
+        log.warning("PARKING_RAW_RETENTION_DAYS=%s is shorter than PARKING_MAX_BACKLOG_DAYS=%s: a sensor's "
+                    "late reading older than %s days lands in compacted history (README, compaction)",
+                    retention, backlog, retention)
 
 
 def port_problem(exc: OSError, what: str, host: str, port: int, setting: str) -> StartupError | None:
