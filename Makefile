@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## web app + CoAP gateway + scheduler + simulator, with simulated history
-	$(BIN)/parking-run --simulate --backfill-days $(BACKFILL_DAYS)
+demo: $(STAMP)  ## web app + CoAP gateway + scheduler + simulator, with simulated history (a week kept raw)
+	PARKING_RAW_RETENTION_DAYS=$${PARKING_RAW_RETENTION_DAYS:-7} PARKING_MAX_BACKLOG_DAYS=$${PARKING_MAX_BACKLOG_DAYS:-7} \
+	  $(BIN)/parking-run --simulate --backfill-days $(BACKFILL_DAYS)
 
 run: $(STAMP)  ## the same for real sensors: no simulator
 	$(BIN)/parking-run
