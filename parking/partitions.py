@@ -29,6 +29,7 @@ AHEAD_DAYS = 7  # partitions kept made beyond today: a week of missed scheduler 
 LOCK_TIMEOUT = 5.0  # seconds a partition lock may wait before the transaction gives up
 _EPOCH = dt.date(1970, 1, 1)
 _BOUNDS = re.compile(r"FOR VALUES FROM \('([^']*)'\) TO \('([^']*)'\)")
+_NAME = re.compile(r"(readings_p\d{8}|bay_runs_p\d{6}|readings_default|bay_runs_default)")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,13 @@ def partition_name(table: str, instant: float) -> str:
     family = next(f for f in FAMILIES if f.table == table)
     day = _EPOCH + dt.timedelta(days=int(instant // DAY))
     return f"{table}_p{day:%Y%m%d}" if family.period == "day" else f"{table}_p{day:%Y%m}"
+
+
+def not_a_partition(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic's `include_object` for autogenerate: leave out the partitions made here and their
+    indexes (the models know only the parents), which it would otherwise propose to drop."""
+    table = obj.table.name if type_ == "index" else name
+    return not (reflected and compare_to is None and type_ in ("table", "index") and _NAME.fullmatch(table or ""))
 
 
 def _periods(family: _Family, start: float, end: float) -> list[tuple[str, float, float]]:

@@ -155,6 +155,21 @@ def test_only_whole_days_before_the_cutoff_are_listed_and_dropped(pg_app):
     db.session.rollback()
 
 
+def test_autogenerate_sees_no_change_in_a_partitioned_database(pg_app):
+    """The models know only the parents: `flask db migrate` must not propose dropping partitions
+    (parking/migrations/env.py passes this filter as include_object)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from parking.partitions import not_a_partition
+
+    ensure_partitions(db.session, utc(2026, 3, 1), utc(2026, 3, 3))
+    db.session.commit()
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": not_a_partition})
+        assert compare_metadata(context, db.metadata) == []
+
+
 def test_a_locked_partition_keeps_late_inserts_out_and_the_lock_wait_is_bounded(pg_app):
     day = utc(2026, 3, 10)
     ensure_partitions(db.session, day, day + DAY)

@@ -89,6 +89,11 @@ def run_migrations_online():
     conf_args = current_app.extensions['migrate'].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    if conf_args.get("include_object") is None:
+        # PostgreSQL's time partitions of the history tables are not models: never "drop" them.
+        from parking.partitions import not_a_partition
+
+        conf_args["include_object"] = not_a_partition
 
     connectable = get_engine()
 
