@@ -15,8 +15,14 @@ from .timefmt import iso_utc
 
 
 def init_db() -> None:
-    """Create or upgrade the schema to the newest migration."""
+    """Create or upgrade the schema to the newest migration, then (partitioned PostgreSQL) make the
+    history partitions of today and the next week, as the scheduler's daily job keeps them."""
+    from .extensions import db
+    from .partitions import ensure_ahead
+
     upgrade(directory=current_app.extensions["migrate"].directory)
+    ensure_ahead(db.session)
+    db.session.commit()
 
 
 def ensure_lots() -> None:

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from .leader import Leadership
+from .leader import Leadership, is_postgresql
 
 log = logging.getLogger(__name__)
+PARTITIONS_INTERVAL = 86400  # seconds between runs of the partitions job (it makes a week ahead)
 
 
 @contextmanager
@@ -65,6 +66,18 @@ def forecast_job(app: Flask) -> None:
         log.info("forecast: %d of %d lots forecast in %.2f s", stats.forecasting, stats.lots, stats.seconds)
 
 
+def partitions_job(app: Flask) -> None:
+    """Make the history tables' partitions of today and the next week (PostgreSQL; parking.partitions)."""
+    from .extensions import db
+    from .partitions import ensure_ahead
+
+    with _job(app, "partitions"):
+        made = ensure_ahead(db.session)
+        db.session.commit()
+        if made:
+            log.info("partitions: made %s", ", ".join(made))
+
+
 class Scheduling:
     """This process's scheduler and its part in the election (parking.leader): the jobs run only
     while this process leads; `shutdown` stops the jobs, then gives the leadership back."""
@@ -107,6 +120,15 @@ class Scheduling:
                 max_instances=1,  # a slow run is never started twice at once
                 coalesce=True, next_run_time=None,  # paused until this process leads
             )
+        if is_postgresql(self.app.config["SQLALCHEMY_DATABASE_URI"]):
+            def partitions_when_leading(app: Flask) -> None:
+                if self.leadership.leading:
+                    partitions_job(app)
+
+            # The history's partitions (parking.partitions): daily, and at once on leading (_gained);
+            # a PostgreSQL database that is not partitioned is left alone by the job.
+            scheduler.add_job(partitions_when_leading, "interval", seconds=PARTITIONS_INTERVAL, args=[self.app],
+                              id="partitions", max_instances=1, coalesce=True, next_run_time=None)
         scheduler.start(paused=True)
         self.app.extensions.setdefault("parking_parts", {})["scheduler"] = self.health
         self.leadership.start()
@@ -118,6 +140,8 @@ class Scheduling:
         with self._lock:
             if self._stopped:
                 return
+            if self.scheduler.get_job("partitions") is not None:
+                self.scheduler.modify_job("partitions", next_run_time=_soon(0))
             self.scheduler.modify_job("rollup", next_run_time=_soon())
             # Compaction soon too (after a start, history may have settled), off the rollup's instant.
             self.scheduler.modify_job("compact", next_run_time=_soon(30))

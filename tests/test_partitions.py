@@ -103,7 +103,7 @@ def test_ensure_partitions_makes_days_and_months_once(pg_app):
     assert _partitions("bay_runs")["bay_runs_p202602"] == (
         f"FOR VALUES FROM ('{utc(2026, 2, 1):.0f}') TO ('{utc(2026, 3, 1):.0f}')")
     assert ensure_partitions(db.session, utc(2026, 1, 30, 12), utc(2026, 2, 2)) == []
-    # The migration made today and the next week already.
+    # init-db made today and the next week already; so does the scheduler's job, once.
     today = time.time() // DAY * DAY
     assert {partition_name("readings", today + d * DAY) for d in range(8)} <= set(raw)
     assert ensure_ahead(db.session) == []
@@ -196,6 +196,46 @@ def test_a_locked_partition_keeps_late_inserts_out_and_the_lock_wait_is_bounded(
             conn.rollback()
     finally:
         other.dispose()
+
+
+def test_init_db_makes_the_week_ahead(pg_app):
+    from parking.cli import init_db
+
+    ahead = partition_name("bay_runs", time.time() + 7 * DAY)
+    db.session.execute(text(f"DROP TABLE {ahead}"))
+    db.session.commit()
+    init_db()
+    assert ahead in _partitions("bay_runs")
+
+
+def test_the_scheduler_keeps_a_week_ahead_from_its_start(pg_app):
+    from parking.jobs import start_scheduler
+
+    today = time.time() // DAY * DAY
+    ahead = partition_name("readings", today + 7 * DAY)
+    db.session.execute(text(f"DROP TABLE {ahead}"))
+    db.session.commit()
+    scheduler = start_scheduler(pg_app)
+    try:
+        deadline = time.monotonic() + 30
+        while ahead not in _partitions("readings") and time.monotonic() < deadline:
+            db.session.rollback()
+            time.sleep(0.1)
+        assert ahead in _partitions("readings")
+        assert scheduler.scheduler.get_job("partitions").trigger.interval.total_seconds() == DAY
+    finally:
+        scheduler.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_has_no_partitions_job(app):
+    from parking.jobs import start_scheduler
+
+    scheduler = start_scheduler(app)
+    try:
+        assert scheduler.scheduler.get_job("partitions") is None
+    finally:
+        scheduler.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- migrating a database with data
