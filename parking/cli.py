@@ -9,6 +9,7 @@ import json
 import click
 from flask import Flask, current_app
 from flask_migrate import upgrade
+from sqlalchemy.exc import OperationalError
 
 from .lots import LotFileError, has_lots, import_lot_file
 from .timefmt import iso_utc
@@ -21,8 +22,13 @@ def init_db() -> None:
     from .partitions import ensure_ahead
 
     upgrade(directory=current_app.extensions["migrate"].directory)
-    ensure_ahead(db.session)
-    db.session.commit()
+    try:
+        ensure_ahead(db.session)
+        db.session.commit()
+    except OperationalError:
+        # A busy default partition (its lock not had in time): the scheduler's job makes them.
+        db.session.rollback()
+        current_app.logger.warning("init-db: the partitions ahead were not made now", exc_info=True)
 
 
 def ensure_lots() -> None:

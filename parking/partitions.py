@@ -70,8 +70,8 @@ def ensure_partitions(session: Session, start: float, end: float) -> list[str]:
         for name, lo, hi in _periods(family, start, end):
             if name in taken or any(lo < h and l < hi for _, l, h in existing):
                 continue  # made already (or covered by a partition of another shape)
-            _create(session, family, name, lo, hi)
-            made.append(name)
+            if _create(session, family, name, lo, hi):
+                made.append(name)
     return made
 
 
@@ -145,20 +145,25 @@ def _seconds(day: dt.date) -> float:
     return float((day - _EPOCH).days * DAY)
 
 
-def _create(session: Session, family: _Family, name: str, lo: float, hi: float) -> None:
-    """Make one partition, moving into it what the default partition holds for its range.
+def _create(session: Session, family: _Family, name: str, lo: float, hi: float) -> bool:
+    """Make one partition, moving into it what the default partition holds for its range; False
+    when another process made it first.
 
     CREATE ... PARTITION OF would refuse while the default holds such rows, so the table is made
     alone, filled, then attached; the default stays locked meanwhile, so that no insert puts a
-    row of the range there before the attach checks it holds none."""
+    row of the range there before the attach checks it holds none. The lock also makes two
+    processes making the same partition (init-db beside the scheduler's job) take turns."""
     table, new, default = (_quote(session, n) for n in (family.table, name, family.default))
     with _lock_timeout(session, LOCK_TIMEOUT):
         session.execute(text(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE"))
+    if session.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None:
+        return False  # made by the transaction we waited for
     session.execute(text(f"CREATE TABLE {new} (LIKE {table} INCLUDING DEFAULTS)"))
     bounds = f"ts >= {lo!r} AND ts < {hi!r}"
     session.execute(text(f"WITH moved AS (DELETE FROM {default} WHERE {bounds} RETURNING *) "
                          f"INSERT INTO {new} SELECT * FROM moved"))
     session.execute(text(f"ALTER TABLE {table} ATTACH PARTITION {new} FOR VALUES FROM ({lo!r}) TO ({hi!r})"))
+    return True
 
 
 def _partitions_of(session: Session, table: str) -> list[tuple[str, float, float]]:

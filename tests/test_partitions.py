@@ -170,6 +170,26 @@ def test_autogenerate_sees_no_change_in_a_partitioned_database(pg_app):
         assert compare_metadata(context, db.metadata) == []
 
 
+def test_two_processes_making_the_same_partitions_take_turns(pg_app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy.orm import Session
+
+    other = create_engine(db.engine.url)
+    try:
+        first = ensure_partitions(db.session, utc(2026, 5, 1), utc(2026, 5, 3))
+        with Session(other) as session, ThreadPoolExecutor(1) as pool:
+            second = pool.submit(lambda: (ensure_partitions(session, utc(2026, 5, 1), utc(2026, 5, 4)), session.commit()))
+            time.sleep(0.3)  # the second waits for the default partition's lock
+            assert not second.done()
+            db.session.commit()
+            made, _ = second.result(timeout=10)
+        assert first == ["readings_p20260501", "readings_p20260502", "bay_runs_p202605"]
+        assert made == ["readings_p20260503"]
+    finally:
+        other.dispose()
+
+
 def test_a_locked_partition_keeps_late_inserts_out_and_the_lock_wait_is_bounded(pg_app):
     day = utc(2026, 3, 10)
     ensure_partitions(db.session, day, day + DAY)
