@@ -22,7 +22,7 @@ from pathlib import Path
 from . import datasets
 from .report import Report
 
-BENCHMARKS = ("ingest", "current", "reports", "rollup", "abuse", "forecast")
+BENCHMARKS = ("ingest", "current", "reports", "rollup", "abuse", "forecast", "compaction")
 
 
 def machine() -> dict:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets.PG_PREFIX = f"parking_bench_smoke_{os.getpid()}"
     workdir = datasets.DATA_DIR / "ingest-run"
 
-    from . import abuse, current_state, forecast, ingest, reports, rollup
+    from . import abuse, compaction, current_state, forecast, ingest, reports, rollup
 
     report = Report(meta={"machine": machine(), "smoke": args.smoke, "backends": backends,
                           "started": time.strftime("%Y-%m-%d %H:%M:%S %z")})
@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = forecast.SMOKE if args.smoke else forecast.FULL
             log(f"# forecast: one lot's forecaster after {cfg.days} days of 5-minute observations")
             forecast.run(report, cfg, log)
+        if "compaction" in args.only:
+            cfg = compaction.SMOKE if args.smoke else compaction.FULL
+            log(f"# compaction: bytes per bay-day and report/rollup times before and after; {compaction.describe(cfg)}")
+            compaction.run(report, backends, cfg, log)
         if args.smoke and "current" in args.only:
             log("# data sets: generated aggregates and bay states equal the real rollup's")
             spec = current_state.SMOKE.city

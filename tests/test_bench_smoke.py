@@ -26,6 +26,10 @@ PER_BACKEND = [
     "reports.{b}.year_xlsx", "reports.{b}.year_xlsx.peak_rss_growth",
     "rollup.{b}.hour_3", "rollup.{b}.hour_24", "rollup.{b}.hour_24/hour_3",
     "datasets.{b}.consistency_differences",
+    "compaction.{b}.bytes_per_bay_day.before", "compaction.{b}.bytes_per_bay_day.after",
+    "compaction.{b}.bytes_per_bay_day.after/before", "compaction.{b}.readings_per_second",
+    "compaction.{b}.report_differences", "compaction.{b}.month_csv.after/before",
+    "compaction.{b}.month_xlsx.after/before", "compaction.{b}.rollup_recompute.after/before",
 ]
 ONCE = [
     "ingest.bare.throughput", "ingest.bare.p50", "ingest.bare.p99", "ingest.bare.server_cpu",
@@ -51,7 +55,7 @@ LINE = re.compile(r"^(\S+)\s+(-?[\d,.]+|-|nan)\s.*\b(PASS|MISS|info|n/a)\b")
 GROUPS = {
     "ingest-sqlite": (["ingest"], "sqlite"), "ingest-postgresql": (["ingest"], "postgresql"),
     "current": (["current"], "both"), "reports+rollup": (["reports", "rollup"], "both"),
-    "abuse+forecast": (["abuse", "forecast"], "both"),
+    "abuse+forecast": (["abuse", "forecast"], "both"), "compaction": (["compaction"], "both"),
 }
 FIGURE_OWNER = {"datasets": "current"}
 

@@ -1,0 +1,406 @@
+"""Compaction (issue #15): bytes on disk per bay-day of history before and after
+`compact(everything=True)`, and what compaction does to report and rollup times.
+
+The history is the simulator's, as `make demo` makes it: the bundled sample city's lots
+(parking/data/regensburg.geojson, or the first few of them) imported through the real path, then
+`gateway.simulator.history.backfill` for a month through `parking.ingest` (on PostgreSQL the
+history's days get their partitions first, as bench/datasets.py does). The database is then
+cloned: the copy is compacted (`compact(now=end, everything=True)`: all but the last two hours,
+as `flask compact --all` right after the backfill) and vacuumed, and both are measured.
+
+Bytes of the history are those of `readings` and `bay_runs` with every index (and on PostgreSQL
+every partition, found through pg_inherits, with TOAST, free-space and visibility maps): on SQLite
+the pages `dbstat` counts for them (else the file's shrinkage when the history is deleted and the
+file vacuumed), on PostgreSQL `pg_total_relation_size`. "Before" is the database as the backfill
+left it (PostgreSQL: after a plain VACUUM); "after" is the compacted copy after VACUUM (SQLite) or
+VACUUM (FULL) (PostgreSQL; the plain-VACUUM size is printed too). Divided by bays × days.
+
+Timed on both databases, alternately, the median of `runs` each: the month's utilization CSV and
+XLSX of every lot through Flask's test client, and a full rollup recompute (`mark_all` then
+`run_rollup`). Both databases must give the same CSV bytes, the same workbook cell values (the
+file carries its creation time) and the same recomputed hourly rows; any difference is a MISS and
+printed loudly.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import shutil
+import sqlite3
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from . import datasets
+from .httpbench import timed_get_body
+from .report import Report
+
+CITY_FILE = datasets.ROOT / "parking" / "data" / "regensburg.geojson"
+HISTORY_TABLES = ("readings", "bay_runs")
+TARGET_BYTES = 800.0  # issue #15: at most a tenth of the 8 KB per bay-day raw history took (aim 400)
+AIM_BYTES = 400.0
+SLOWER = 1.1  # after / before: no worse, allowing for the noise of a shared machine
+
+
+@dataclass
+class CompactionConfig:
+    lots: tuple[str, ...] | None = None  # lot ids of the sample city; None: all 13 (670 bays)
+    days: float = 28.0  # the demo's backfill (make demo: BACKFILL_DAYS = 28)
+    runs: int = 3
+    seed: int = 15
+
+
+FULL = CompactionConfig()
+SMOKE = CompactionConfig(lots=("ostengasse",), days=2.0, runs=1)
+
+
+def city(cfg: CompactionConfig) -> dict:
+    """The sample city's FeatureCollection, or the lots of it the configuration names."""
+    features = json.loads(CITY_FILE.read_text())
+    if cfg.lots is not None:
+        features["features"] = [f for f in features["features"] if f["id"] in cfg.lots]
+        if len(features["features"]) != len(cfg.lots):
+            raise RuntimeError(f"lots not in {CITY_FILE.name}: {cfg.lots}")
+    return features
+
+
+def describe(cfg: CompactionConfig) -> str:
+    """One line saying what the history is."""
+    lots = city(cfg)["features"]
+    bays = sum(len(f["properties"]["bays"]) for f in lots)
+    which = "all lots" if cfg.lots is None else ", ".join(cfg.lots)
+    return (f"{CITY_FILE.name} ({which}: {len(lots)} lots, {bays} bays), {cfg.days:g} days of the "
+            f"simulator's backfill (seed {cfg.seed})")
+
+
+def _key(cfg: CompactionConfig, suffix: str) -> str:
+    lots = "all" if cfg.lots is None else f"{len(cfg.lots)}lots"
+    return f"compaction-{lots}-{cfg.days:g}d-{suffix}"
+
+
+def _dispose(app) -> None:
+    from parking.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def build(backend: str, cfg: CompactionConfig, end: float, log) -> tuple[str, dict]:
+    """A fresh database with the city and its backfilled history; (URL, facts about it)."""
+    from sqlalchemy import func, select
+
+    from gateway.simulator.history import backfill
+    from parking.cli import init_db
+    from parking.extensions import db
+    from parking.lots import import_lots
+    from parking.models import Bay, StoredReading
+    from parking.partitions import ensure_partitions
+
+    url = datasets.fresh_database(backend, _key(cfg, "raw"))
+    app = datasets.make_app(url)
+    start = end - cfg.days * 86400
+    with app.app_context():
+        init_db()
+        import_lots(city(cfg), datasets.TIMEZONE)
+        ensure_partitions(db.session, start, end + 86400)  # PostgreSQL: where a live system's rows land
+        db.session.commit()
+    started = time.perf_counter()
+    backfill(app, cfg.days, now=end, seed=cfg.seed)
+    seconds = time.perf_counter() - started
+    with app.app_context():
+        facts = {"bays": db.session.scalar(select(func.count()).select_from(Bay)),
+                 "readings": db.session.scalar(select(func.count()).select_from(StoredReading)),
+                 "start": start, "end": end, "backfill_seconds": seconds}
+    _dispose(app)
+    log(f"  {backend}: backfilled {facts['readings']:,} readings of {facts['bays']} bays in {seconds:.0f} s "
+        f"({facts['readings'] / facts['bays'] / cfg.days:.0f} readings per bay-day)")
+    return url, facts
+
+
+# ---------------------------------------------------------------- bytes on disk
+def sqlite_file(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def history_bytes(backend: str, url: str) -> dict[str, int]:
+    """Bytes per table and index of the history: {"readings": …, "readings.<index>": …, …}."""
+    return _sqlite_bytes(sqlite_file(url)) if backend == "sqlite" else _pg_bytes(url)
+
+
+def _sqlite_bytes(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        owners = dict(conn.execute(
+            "SELECT name, tbl_name FROM sqlite_master WHERE tbl_name IN (?, ?) AND type IN ('table', 'index')",
+            HISTORY_TABLES).fetchall())
+        try:
+            sizes = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+        except sqlite3.OperationalError:  # SQLite built without the dbstat virtual table
+            return {"total (file size difference)": _sqlite_file_difference(path)}
+    finally:
+        conn.close()
+    return {(name if owner == name else f"{owner}.{name}"): sizes.get(name, 0) for name, owner in owners.items()}
+
+
+def _sqlite_file_difference(path: Path) -> int:
+    """The file's size after VACUUM minus that of a copy without the history (no dbstat)."""
+    copy = path.with_name(path.name + ".nohistory")
+    shutil.copyfile(path, copy)
+    try:
+        with sqlite3.connect(path) as conn:
+            conn.execute("VACUUM")
+        with sqlite3.connect(copy) as conn:
+            for table in HISTORY_TABLES:
+                conn.execute(f"DELETE FROM {table}")
+        with sqlite3.connect(copy) as conn:
+            conn.execute("VACUUM")
+        return path.stat().st_size - copy.stat().st_size
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+# Every relation of each history table: itself, its partitions (recursively), and their indexes.
+PG_SIZES = """
+WITH RECURSIVE tree(oid, root) AS (
+    SELECT c.oid, c.relname::text FROM pg_class c
+     WHERE c.relname = ANY(%s) AND c.relnamespace = 'public'::regnamespace
+    UNION ALL
+    SELECT i.inhrelid, t.root FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+),
+indexes(oid, root, name) AS (
+    SELECT x.indexrelid, t.root, c.relname::text FROM pg_index x JOIN tree t ON x.indrelid = t.oid
+      JOIN pg_class c ON c.oid = x.indexrelid
+     WHERE t.root = (SELECT relname FROM pg_class WHERE oid = t.oid)
+    UNION ALL
+    SELECT i.inhrelid, x.root, x.name FROM pg_inherits i JOIN indexes x ON i.inhparent = x.oid
+)
+SELECT root, SUM(pg_table_size(oid))::bigint, COUNT(*) FILTER (WHERE (SELECT relkind FROM pg_class WHERE pg_class.oid = tree.oid) = 'r')
+  FROM tree GROUP BY root
+UNION ALL
+SELECT root || '.' || name, SUM(pg_relation_size(oid))::bigint, COUNT(*) FROM indexes GROUP BY root, name
+"""
+
+
+def _pg_bytes(url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return {name: int(size) for name, size, _ in conn.execute(PG_SIZES, (list(HISTORY_TABLES),))}
+
+
+def pg_partitions(url: str) -> dict[str, int]:
+    """How many leaf tables each history table has (1: not partitioned)."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return {name: int(n) for name, _, n in conn.execute(PG_SIZES, (list(HISTORY_TABLES),)) if "." not in name}
+
+
+def vacuum(backend: str, url: str, full: bool) -> None:
+    """VACUUM the history (SQLite: the whole file; PostgreSQL: its tables, FULL if asked, ANALYZE)."""
+    if backend == "sqlite":
+        conn = sqlite3.connect(sqlite_file(url), isolation_level=None)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        options = "(FULL, ANALYZE)" if full else "(ANALYZE)"
+        for table in HISTORY_TABLES:
+            conn.execute(f"VACUUM {options} {table}")
+
+
+def checkpoint(url: str) -> None:
+    """SQLite: everything in the write-ahead log written into the database file."""
+    conn = sqlite3.connect(sqlite_file(url), isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def row_counts(backend: str, url: str) -> dict[str, int]:
+    if backend == "sqlite":
+        conn = sqlite3.connect(sqlite_file(url))
+        try:
+            return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in HISTORY_TABLES}
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in HISTORY_TABLES}
+
+
+def where_bytes_go(sizes: dict[str, int], rows: dict[str, int], bay_days: float) -> str:
+    """Each table and index: bytes, bytes per row of its table, bytes per bay-day."""
+    lines = []
+    for name, size in sorted(sizes.items()):
+        n = rows.get(name.split(".", 1)[0], 0)
+        per_row = f"{size / n:7.1f} B/row" if n else "      - B/row"
+        lines.append(f"    {name:<52} {size:>12,} B  {per_row}  {size / bay_days:7.1f} B/bay-day")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- what a planner sees, timed
+def _month(facts: dict) -> str:
+    """The query string of the backfilled month (local dates, to the midnight after its end)."""
+    zone = ZoneInfo(datasets.TIMEZONE)
+    first = dt.datetime.fromtimestamp(facts["start"], zone).date()
+    last = dt.datetime.fromtimestamp(facts["end"], zone).date() + dt.timedelta(days=1)
+    return f"from={first}&to={last}"
+
+
+def _workbook_values(body: bytes) -> dict:
+    """Every cell value of every sheet (the file's bytes carry its creation time)."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(io.BytesIO(body), read_only=True)
+    try:
+        return {sheet.title: [list(row) for row in sheet.iter_rows(values_only=True)] for sheet in book.worksheets}
+    finally:
+        book.close()
+
+
+def _recompute(app) -> tuple[float, dict]:
+    """Seconds of a full rollup recompute, and the hourly rows it left (computed_at aside)."""
+    from sqlalchemy import select
+
+    from parking.extensions import db
+    from parking.models import HourlyUtilization as H
+    from parking.rollup import mark_all, run_rollup
+
+    with app.app_context():
+        started = time.perf_counter()
+        mark_all()
+        run_rollup()
+        seconds = time.perf_counter() - started
+        rows = {(r[0], r[1]): r[2:] for r in db.session.execute(select(
+            H.lot_id, H.hour_start, H.bays, H.occupied_seconds, H.known_seconds, H.peak_occupied, H.arrivals))}
+        db.session.remove()
+    return seconds, rows
+
+
+def timed(apps: dict, facts: dict, runs: int) -> tuple[dict, dict]:
+    """{(label, what): [seconds, …]} and {(label, what): output} of both databases, alternating."""
+    query = _month(facts)
+    clients = {label: app.test_client() for label, app in apps.items()}
+    seconds: dict[tuple[str, str], list[float]] = {}
+    outputs: dict[tuple[str, str], object] = {}
+    for label, client in clients.items():  # warm-up: the first request builds caches either way
+        timed_get_body(client, f"/api/reports/utilization.csv?{query}")
+    for _ in range(runs):
+        for label, client in clients.items():
+            for what, url in (("csv", f"/api/reports/utilization.csv?{query}"),
+                              ("xlsx", f"/api/reports/utilization.xlsx?{query}")):
+                took, body = timed_get_body(client, url)
+                seconds.setdefault((label, what), []).append(took)
+                outputs[(label, what)] = body if what == "csv" else _workbook_values(body)
+            took, rows = _recompute(apps[label])
+            seconds.setdefault((label, "rollup"), []).append(took)
+            outputs[(label, "rollup")] = rows
+    return seconds, outputs
+
+
+def differences(outputs: dict) -> list[str]:
+    """What differs between the raw and the compacted database's outputs."""
+    out = []
+    for what in ("csv", "xlsx", "rollup"):
+        before, after = outputs[("before", what)], outputs[("after", what)]
+        if before != after:
+            if what == "rollup":
+                keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                out.append(f"rollup: {len(keys)} hourly rows differ, e.g. {keys[0]}: "
+                           f"{before.get(keys[0])} before, {after.get(keys[0])} after")
+            elif what == "csv":
+                a, b = before.splitlines(), after.splitlines()
+                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                out.append(f"csv: {len(a)} lines before, {len(b)} after, first difference at line {first + 1}")
+            else:
+                sheets = [s for s in set(before) | set(after) if before.get(s) != after.get(s)]
+                out.append(f"xlsx: sheets differ: {sorted(sheets)[:5]}")
+    return out
+
+
+# ---------------------------------------------------------------- the benchmark
+def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
+    from parking.compaction import compact
+
+    end = (time.time() // 3600 - 3) * 3600.0  # finished hours only, a recent month
+    raw_url, facts = build(backend, cfg, end, log)
+    bay_days = facts["bays"] * cfg.days
+    compacted_key = _key(cfg, "compacted")
+    try:
+        if backend == "postgresql":
+            vacuum(backend, raw_url, full=False)  # what autovacuum does: statistics, visibility map
+            parts = pg_partitions(raw_url)
+            log(f"  {backend}: leaf tables: " + ", ".join(f"{t} {n}" for t, n in parts.items()))
+        else:
+            checkpoint(raw_url)  # the WAL into the file: dbstat and the copy see every page there
+        before = history_bytes(backend, raw_url)
+        before_rows = row_counts(backend, raw_url)
+        compacted_url = datasets.clone(backend, _key(cfg, "raw"), compacted_key)
+        app = datasets.make_app(compacted_url)
+        with app.app_context():
+            result = compact(now=end, everything=True)
+        _dispose(app)
+        log(f"  {backend}: compact(everything=True) folded {result.readings:,} readings of {result.bays} bays into "
+            f"{result.runs_written:,} runs in {result.seconds:.1f} s")
+        if backend == "postgresql":
+            vacuum(backend, compacted_url, full=False)
+            plain = sum(v for k, v in history_bytes(backend, compacted_url).items())
+        vacuum(backend, compacted_url, full=True)
+        after = history_bytes(backend, compacted_url)
+        after_rows = row_counts(backend, compacted_url)
+        if backend == "sqlite":
+            vacuum(backend, raw_url, full=True)  # the raw file laid out afresh as well: timings compare forms
+            vacuumed = sum(history_bytes(backend, raw_url).values())
+
+        total_before, total_after = sum(before.values()), sum(after.values())
+        name = f"compaction.{backend}"
+        report.add(f"{name}.bytes_per_bay_day.before", total_before / bay_days, "B",
+                   note=f"{before_rows['readings']:,} readings, {facts['bays']} bays × {cfg.days:g} d")
+        if backend == "sqlite":
+            report.add(f"{name}.bytes_per_bay_day.before_vacuumed", vacuumed / bay_days, "B",
+                       note="the raw file after VACUUM")
+        else:
+            report.add(f"{name}.bytes_per_bay_day.after_plain_vacuum", plain / bay_days, "B",
+                       note="compacted, plain VACUUM (rows deleted, not dropped)")
+        report.add(f"{name}.bytes_per_bay_day.after", total_after / bay_days, "B", "<=", TARGET_BYTES,
+                   note=f"{after_rows['bay_runs']:,} runs + {after_rows['readings']:,} raw; aim {AIM_BYTES:.0f} B; "
+                        + ("VACUUM" if backend == "sqlite" else "VACUUM (FULL)"))
+        report.add(f"{name}.bytes_per_bay_day.after/before", total_after / total_before, "", "<=", 0.1)
+        report.add(f"{name}.readings_per_second", result.readings / max(result.seconds, 1e-9), "/s",
+                   note=f"{result.readings:,} readings in {result.seconds:.1f} s")
+        log("  where the bytes go, before:\n" + where_bytes_go(before, before_rows, bay_days))
+        log("  where the bytes go, after:\n" + where_bytes_go(after, after_rows, bay_days))
+
+        apps = {"before": datasets.make_app(raw_url), "after": datasets.make_app(compacted_url)}
+        try:
+            seconds, outputs = timed(apps, facts, cfg.runs)
+        finally:
+            for app in apps.values():
+                _dispose(app)
+        differ = differences(outputs)
+        for line in differ:
+            log(f"  !!! {backend}: COMPACTED HISTORY GIVES ANOTHER REPORT: {line}")
+        report.add(f"{name}.report_differences", len(differ), "", "<=", 0,
+                   note="CSV bytes, XLSX cells, recomputed hourly rows")
+        labels = {"csv": "month_csv", "xlsx": "month_xlsx", "rollup": "rollup_recompute"}
+        for what, label in labels.items():
+            b, a = statistics.median(seconds[("before", what)]), statistics.median(seconds[("after", what)])
+            report.add(f"{name}.{label}.before", b, "s", note=f"median of {len(seconds[('before', what)])}")
+            report.add(f"{name}.{label}.after", a, "s", note=f"median of {len(seconds[('after', what)])}")
+            report.add(f"{name}.{label}.after/before", a / b, "", "<=", SLOWER)
+    finally:
+        datasets.drop(backend, compacted_key)
+        datasets.drop(backend, _key(cfg, "raw"))
+
+
+def run(report: Report, backends: list[str], cfg: CompactionConfig, log=print) -> None:
+    for backend in backends:
+        measure(report, backend, cfg, log)
