@@ -194,13 +194,14 @@ class Load:
         self.bays = len(bays_file.read_text().split())
         self.timeout = timeout
         self.serial = 0
+        self.mid_base = 0  # each run's message ids go on from the last run's (bench.loadgen's doc says why)
         self.ok: dict[str, int] = {}  # 2.04 answers per database URL, warm-ups included
         self.t0 = time.time() - 3600  # every ts stays in the past, and distinct per request
 
     def _cmd(self, ports, count, seconds, window, rate, keys=None, sensor_sockets=None):
         cmd = [sys.executable, "-m", "bench.loadgen", "--bays-file", str(self.bays_file), "--count", str(count),
                "--seconds", str(seconds), "--window", str(window), "--timeout", str(self.timeout),
-               "--serial", str(self.serial), "--t0", f"{self.t0:.4f}"]
+               "--serial", str(self.serial), "--t0", f"{self.t0:.4f}", "--mid-base", str(self.mid_base)]
         if keys is not None:
             cmd += ["--oscore", str(keys)]
         for port in ports:
@@ -228,7 +229,9 @@ class Load:
             out, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed: {err[-1500:]}")
-        return json.loads(out)
+        result = json.loads(out)
+        self.mid_base = result["mid_next"]
+        return result
 
     def run(self, ports, seconds, window, rate=None, url=None, count=None, protected=False,
             sensor_sockets=None) -> dict:

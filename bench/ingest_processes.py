@@ -11,6 +11,9 @@ N processes and each bay stays with one of them, as it would behind an affine lo
 How evenly the hash spread them is read from each gateway process's CPU (the process and its
 writer) over the measured part: the gateway keeps no per-process request count that outlives it
 (its summary line comes once a minute), and CPU per request is about the same in every process.
+PostgreSQL's CPU is measured too: that of the server processes of connections to the run's
+database (`pg_stat_activity`; PostgreSQL on this machine), the WAL writer, checkpointer and the
+other shared server processes not included.
 Every 2.04 of these runs counts in the ingest benchmark's answered-against-stored check.
 
 By hand, only this part, on a database of its own (`<prefix>_processes`, dropped at the end, so a
@@ -26,7 +29,8 @@ import tempfile
 from pathlib import Path
 
 from . import datasets
-from .ingest import IngestConfig, Load, Server, _median, free_udp_port, prepare_database, proc_cpu, stored_readings
+from .ingest import (IngestConfig, Load, Server, _median, _one_cpu, free_udp_port, prepare_database, proc_cpu,
+                     stored_readings)
 from .report import Report
 
 
@@ -41,23 +45,38 @@ def children_cpu(pid: int) -> dict[int, float]:
     return {child: proc_cpu(child) for child in children}
 
 
+def database_cpu(url: str) -> dict[int, float]:
+    """{pid: CPU seconds} of PostgreSQL's server processes serving connections to `url`'s database."""
+    with datasets._pg_admin() as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                               (url.rsplit("/", 1)[1],))]
+    return {pid: _one_cpu(pid) for pid in pids}
+
+
 def gateway_processes(n: int, port: int, load: Load, cfg: IngestConfig, workdir: Path, url: str, label: str) -> dict:
     """One run of `parking-gateway --processes n` on `port`: start, warm up, measure, stop; with each
     gateway process's CPU (it and its writer) over the measured part."""
     server = Server("gateway", port, workdir / f"gateway-processes-{n}-{label}.log", url, processes=n)
     try:
         load.warm_up([port], cfg, url, sensor_sockets=cfg.sensor_sockets)
+        db0 = database_cpu(url)
         t0, cpu0, _ = server.sample()
         each0 = children_cpu(server.pid)
         result = load.run([port], cfg.processes_seconds, cfg.window, url=url, sensor_sockets=cfg.sensor_sockets)
         t1, cpu1, _ = server.sample()
         each1 = children_cpu(server.pid)
+        db1 = database_cpu(url)
     finally:
         server.stop()
     wall = t1 - t0
+    # A connection opened during the run counts whole; one closed during it is missed (the
+    # writers' connections live as long as the gateway).
+    database = sum(cpu - db0.get(pid, 0.0) for pid, cpu in db1.items()) / wall
     # With one process the server is the gateway itself (its child is its writer): one share.
     each = [(each1[p] - each0[p]) / wall for p in sorted(each1) if p in each0] if n > 1 else [(cpu1 - cpu0) / wall]
-    result.update(processes=n, cpu_cores=(cpu1 - cpu0) / wall, each_cores=each,
+    result.update(processes=n, cpu_cores=(cpu1 - cpu0) / wall, each_cores=each, database_cores=database,
+                  cpu_us_per_request=(cpu1 - cpu0) / max(result["ok"], 1) * 1e6,
+                  database_us_per_request=database * wall / max(result["ok"], 1) * 1e6,
                   busiest_share=max(each) / sum(each) if sum(each) else None)
     return result
 
@@ -74,7 +93,7 @@ def processes_figures(report: Report, runs: dict, port: int, load: Load, cfg: In
             result = gateway_processes(n, port, load, cfg, workdir, url, label=str(r))
             runs[kind].append(result)
             log(f"  round {r + 1}/{cfg.rounds} --processes {n}: {result['rps']:>7.0f} req/s  p99 {result['p99_ms']} ms  "
-                f"CPU {result['cpu_cores']:.2f} cores (per process "
+                f"CPU {result['cpu_cores']:.2f} cores, PostgreSQL {result['database_cores']:.2f} (per process "
                 f"{' / '.join(f'{c:.2f}' for c in result['each_cores'])}; load generator {result['client_cpu']:.2f}, "
                 f"{result['sockets']} source ports)  codes {result['codes']}  timeouts {result['timeouts']}")
     one = _median(runs[kinds[0]], "rps") if cfg.processes[0] == 1 else None
@@ -85,6 +104,10 @@ def processes_figures(report: Report, runs: dict, port: int, load: Load, cfg: In
                    note=f"parking-gateway --processes {n}, one port; median of {len(rs)}, window {cfg.window}, "
                         f"{cfg.sensor_sockets} source ports")
         report.add(f"{name}.p99", _median(rs, "p99_ms"), "ms")
+        report.add(f"{name}.cpu_per_request", _median(rs, "cpu_us_per_request"), "µs", note="the gateway processes")
+        report.add(f"{name}.database_cpu", _median(rs, "database_cores"), "cores",
+                   note=f"PostgreSQL's processes of this database's connections, "
+                        f"{_median(rs, 'database_us_per_request'):.0f} µs per request")
         report.add(f"{name}.server_cpu", _median(rs, "cpu_cores"), "cores",
                    note=f"parent, {n} gateway(s) and their writers; load generator {_median(rs, 'client_cpu'):.2f} cores")
         if n > 1:
@@ -122,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             url, bays, _ = prepare_database("postgresql", cfg, workdir)
             (workdir / "bays.txt").write_text("\n".join(bays))
             load = Load(workdir / "bays.txt", cfg.timeout)
-            processes_figures(report, {}, free_udp_port(), load, cfg, workdir, url, print)
+            processes_figures(report, {}, free_udp_port(), load, cfg, workdir, url,
+                              lambda text: print(text, flush=True))
             stored, answered = stored_readings(url), load.ok.get(url, 0)
             report.add("ingest.postgresql.answered_2.04_not_stored", max(0, answered - stored), "req", "<=", 0,
                        note=f"{answered:,} answered 2.04, {stored:,} readings stored")

@@ -6,8 +6,12 @@ distinct bay/ts/seq; with `--oscore`, each protected with its bay's sensor conte
 `--rate`, paces them at that many per second. Answers are matched by token; a piggy-backed answer
 and a separate one (empty ACK first) both count, and a separate CON answer is acknowledged.
 Nothing is retransmitted: a request unanswered after `--timeout` s is counted as a timeout and its
-slot reused. Each socket (source port) numbers its message ids from 0, so none repeats within a
-run; there are enough sockets for that (65,536 ids each).
+slot reused. Each socket (source port) numbers its message ids on from `--mid-base`, so none
+repeats within a run (there are enough sockets for that: 65,536 ids each), and it prints
+`mid_next`, the base for the next run: the kernel may give a later run a source port of an earlier
+one, and a message id repeated from the same address and port within the server's duplicate
+window (67 s in the gateway, 247 s in bare aiocoap) is answered from its cache with the earlier
+request's token, i.e. lost to this generator, and not stored.
 
 By default request i goes out on socket i mod (sockets), a few sockets per port. `--sensor-sockets S`
 sends instead from S sockets, each bay's readings always from the same one (bay index mod S), as a
@@ -44,11 +48,11 @@ def encode_post(mid: int, token: bytes, payload: bytes) -> bytes:
 
 
 def build(count: int, bays: list[str], serial: int, t0: float, sockets: int,
-          keys: dict | None = None, by_bay: bool = False) -> list[tuple[int, int, bytes]]:
+          keys: dict | None = None, by_bay: bool = False, mid_base: int = 0) -> list[tuple[int, int, bytes]]:
     """(socket index, token, datagram) for every request, encoded (and, with `keys`, protected)
     before the clock starts; `by_bay`: each bay always on the same socket."""
     out = []
-    mids = [0] * sockets  # the next message id of each socket
+    mids = [mid_base] * sockets  # the next message id of each socket
     for i in range(count):
         n = serial + i
         sock = (n % len(bays)) % sockets if by_bay else i % sockets
@@ -95,7 +99,8 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 
 
 def run(ports: list[int], bays: list[str], count: int, seconds: float, window: int, rate: float | None,
-        timeout: float, serial: int, t0: float, keys: dict | None = None, sensor_sockets: int | None = None) -> dict:
+        timeout: float, serial: int, t0: float, keys: dict | None = None, sensor_sockets: int | None = None,
+        mid_base: int = 0) -> dict:
     """Send, collect, and summarise (see the module doc)."""
     if sensor_sockets:
         nsock = sensor_sockets
@@ -107,7 +112,7 @@ def run(ports: list[int], bays: list[str], count: int, seconds: float, window: i
     else:
         nsock = max(4 * len(ports), math.ceil(count / MIDS_PER_SOCKET))
     nsock += (-nsock) % len(ports)  # the same number of sockets per port
-    requests = build(count, bays, serial, t0, nsock, keys, by_bay=bool(sensor_sockets))
+    requests = build(count, bays, serial, t0, nsock, keys, by_bay=bool(sensor_sockets), mid_base=mid_base)
     socks = []
     for i in range(nsock):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -203,6 +208,9 @@ def run(ports: list[int], bays: list[str], count: int, seconds: float, window: i
     poller.close()
     latencies.sort()
     ok = codes.get("2.04", 0)
+    per_socket = [0] * nsock
+    for sock_index, _, _ in requests[:sent]:
+        per_socket[sock_index] += 1
     # Throughput over the time requests were being sent (and answered): the answer phase after
     # the last send is at most one window's worth.
     busy = max(1e-9, max(send_end, last_answer) - start)
@@ -214,6 +222,7 @@ def run(ports: list[int], bays: list[str], count: int, seconds: float, window: i
         "sent": sent, "answered": len(latencies), "ok": ok, "codes": codes, "timeouts": timeouts,
         "separate": separate, "empty_acks": empty_acks, "resets": resets, "send_errors": send_errors,
         "seconds": round(busy, 3), "rps": ok / busy, "client_cpu": (time.process_time() - cpu_start) / busy, "offered_rate": rate, "window": window, "sockets": nsock,
+        "mid_next": (mid_base + max(per_socket)) & 0xFFFF,
         "p50_ms": ms(percentile(latencies, 0.50)), "p90_ms": ms(percentile(latencies, 0.90)),
         "p99_ms": ms(percentile(latencies, 0.99)), "max_ms": ms(latencies[-1] if latencies else None),
     }
@@ -230,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="requests per second (default: as fast as answered)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds before a request counts as lost")
     parser.add_argument("--serial", type=int, default=0, help="first request number (distinct readings across runs)")
+    parser.add_argument("--mid-base", type=int, default=0, help="first message id of every socket (see the module doc)")
     parser.add_argument("--t0", type=float, default=None, help="ts of request 0 (default: an hour ago)")
     parser.add_argument("--sensor-sockets", type=int, metavar="S",
                         help="send from S source ports, each bay always from the same one (see the module doc)")
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sensor-sockets: 1 to 1000 (one file descriptor each)")
     try:
         result = run(args.port, bays, args.count, args.seconds, args.window, args.rate, args.timeout, args.serial,
-                     t0, keys, args.sensor_sockets)
+                     t0, keys, args.sensor_sockets, args.mid_base & 0xFFFF)
     except ValueError as exc:
         parser.error(str(exc))
     json.dump(result, sys.stdout)

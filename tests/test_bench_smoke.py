@@ -42,7 +42,8 @@ ONCE = [
 # the smoke run measures N = 1 and 2.
 POSTGRESQL_ONLY = [
     "ingest.processes_1.postgresql.throughput", "ingest.processes_1.postgresql.p99",
-    "ingest.processes_1.postgresql.server_cpu", "ingest.processes_2.postgresql.throughput",
+    "ingest.processes_1.postgresql.server_cpu", "ingest.processes_1.postgresql.cpu_per_request",
+    "ingest.processes_1.postgresql.database_cpu", "ingest.processes_2.postgresql.throughput",
     "ingest.processes_2.postgresql.p99", "ingest.processes_2.postgresql.server_cpu",
     "ingest.processes_2.postgresql.busiest_share", "ingest.processes_2.postgresql/one",
 ]
@@ -94,7 +95,8 @@ def test_smoke_run_prints_every_figure(group):
 
 def test_sensor_sockets_keep_each_bay_on_one_socket_with_distinct_message_ids():
     """The load generator's `--sensor-sockets`: a bay's readings always leave from one socket (as a
-    sensor keeps its source port), and no message id repeats on a socket."""
+    sensor keeps its source port), and no message id repeats on a socket; ids go on from
+    `--mid-base` (a later run on a reused port repeats none of an earlier run's)."""
     import json
     import struct
 
@@ -103,10 +105,11 @@ def test_sensor_sockets_keep_each_bay_on_one_socket_with_distinct_message_ids():
     bays = [f"B{i:03d}" for i in range(50)]
     sockets_of: dict[str, set[int]] = {}
     mids_of: dict[int, list[int]] = {}
-    for sock, _, datagram in build(1_000, bays, serial=7, t0=0.0, sockets=8, by_bay=True):
+    for sock, _, datagram in build(1_000, bays, serial=7, t0=0.0, sockets=8, by_bay=True, mid_base=65_500):
         bay = json.loads(datagram.rsplit(b"\xff", 1)[1])["bay"]
         sockets_of.setdefault(bay, set()).add(sock)
         mids_of.setdefault(sock, []).append(struct.unpack_from("!H", datagram, 2)[0])
     assert all(len(s) == 1 for s in sockets_of.values()) and len(sockets_of) == 50
     assert len(mids_of) == 8
     assert all(len(set(mids)) == len(mids) for mids in mids_of.values())
+    assert all(mids[0] == 65_500 and mids[-1] == (65_500 + len(mids) - 1) & 0xFFFF for mids in mids_of.values())
