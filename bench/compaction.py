@@ -246,6 +246,118 @@ def where_bytes_go(sizes: dict[str, int], rows: dict[str, int], bay_days: float)
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- other layouts of the same runs
+# What the compacted history would take stored otherwise: the same runs copied into tables of
+# another shape beside `bay_runs` (in the throw-away compacted copy, after everything else), each
+# measured as above. None of them is the schema; they say what a schema change would buy.
+#   no_id_pk:   no surrogate id; the (bay_id, ts) key is the table (SQLite WITHOUT ROWID,
+#               PostgreSQL a primary key instead of the id's and the (bay_id, ts) index)
+#   no_count:   no_id_pk without the `readings` column
+#   int_bay:    no_count with a small integer bay number for the bay id and the run's end as
+#               integer milliseconds after its start (no float last_ts)
+#   bay_day:    one row per bay and UTC day: (bay_id, day, runs) with the day's runs packed in a
+#               blob, per run three varints: ms since the previous run's start (or the day's),
+#               ms to its end, readings × 2 + state
+SQLITE_LAYOUTS = {
+    "no_id_pk": ("CREATE TABLE x_no_id_pk (bay_id VARCHAR(64), ts FLOAT, last_ts FLOAT, occupied BOOLEAN,"
+                 " readings INTEGER, PRIMARY KEY (bay_id, ts)) WITHOUT ROWID",
+                 "INSERT OR IGNORE INTO x_no_id_pk SELECT bay_id, ts, last_ts, occupied, readings FROM bay_runs"
+                 " ORDER BY bay_id, ts"),
+    "no_count": ("CREATE TABLE x_no_count (bay_id VARCHAR(64), ts FLOAT, last_ts FLOAT, occupied BOOLEAN,"
+                 " PRIMARY KEY (bay_id, ts)) WITHOUT ROWID",
+                 "INSERT OR IGNORE INTO x_no_count SELECT bay_id, ts, last_ts, occupied FROM bay_runs"
+                 " ORDER BY bay_id, ts"),
+    "int_bay": ("CREATE TABLE x_int_bay (bay INTEGER, ts FLOAT, span_ms INTEGER, occupied BOOLEAN,"
+                " PRIMARY KEY (bay, ts)) WITHOUT ROWID",
+                "INSERT OR IGNORE INTO x_int_bay SELECT b.n, r.ts, CAST(ROUND((r.last_ts - r.ts) * 1000) AS INTEGER),"
+                " r.occupied FROM bay_runs r JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM bays) b"
+                " ON b.id = r.bay_id ORDER BY b.n, r.ts"),
+}
+PG_LAYOUTS = {
+    "no_id_pk": ("CREATE TABLE x_no_id_pk (bay_id varchar(64), ts float8, last_ts float8, occupied boolean,"
+                 " readings int4, PRIMARY KEY (bay_id, ts))",
+                 "INSERT INTO x_no_id_pk SELECT DISTINCT ON (bay_id, ts) bay_id, ts, last_ts, occupied, readings"
+                 " FROM bay_runs ORDER BY bay_id, ts"),
+    "no_count": ("CREATE TABLE x_no_count (bay_id varchar(64), ts float8, last_ts float8, occupied boolean,"
+                 " PRIMARY KEY (bay_id, ts))",
+                 "INSERT INTO x_no_count SELECT DISTINCT ON (bay_id, ts) bay_id, ts, last_ts, occupied"
+                 " FROM bay_runs ORDER BY bay_id, ts"),
+    "int_bay": ("CREATE TABLE x_int_bay (ts float8, bay int4, span_ms int4, occupied boolean, PRIMARY KEY (bay, ts))",
+                "INSERT INTO x_int_bay SELECT DISTINCT ON (b.n, r.ts) r.ts, b.n, round((r.last_ts - r.ts) * 1000)::int4,"
+                " r.occupied FROM bay_runs r JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM bays) b"
+                " ON b.id = r.bay_id ORDER BY b.n, r.ts"),
+}
+
+
+def _varint(n: int) -> bytes:
+    """LEB128: 7 bits a byte, low first."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def packed_days(runs) -> list[tuple[str, int, bytes]]:
+    """(bay_id, UTC day, blob) from (bay_id, ts, last_ts, occupied, readings) in (bay_id, ts) order."""
+    out: list[tuple[str, int, bytearray]] = []
+    key, previous = None, 0
+    for bay_id, ts, last_ts, occupied, count in runs:
+        day = int(ts // 86400)
+        if (bay_id, day) != key:
+            key, previous = (bay_id, day), day * 86_400_000
+            out.append((bay_id, day, bytearray()))
+        start = round(ts * 1000)
+        out[-1][2].extend(_varint(start - previous) + _varint(round(last_ts * 1000) - start)
+                          + _varint(count * 2 + bool(occupied)))
+        previous = start
+    return [(bay_id, day, bytes(blob)) for bay_id, day, blob in out]
+
+
+def other_layouts(backend: str, url: str) -> dict[str, tuple[int, int]]:
+    """{layout: (bytes, rows)} of the compacted runs stored in each other layout (see above)."""
+    select_runs = "SELECT bay_id, ts, last_ts, occupied, readings FROM bay_runs ORDER BY bay_id, ts"
+    out = {}
+    if backend == "sqlite":
+        conn = sqlite3.connect(sqlite_file(url), isolation_level=None)
+        try:
+            for name, (create, fill) in SQLITE_LAYOUTS.items():
+                conn.execute(create)
+                conn.execute(fill)
+            conn.execute("CREATE TABLE x_bay_day (bay_id VARCHAR(64), day INTEGER, runs BLOB,"
+                         " PRIMARY KEY (bay_id, day)) WITHOUT ROWID")
+            conn.executemany("INSERT INTO x_bay_day VALUES (?, ?, ?)", packed_days(conn.execute(select_runs)))
+            conn.execute("VACUUM")
+            sizes = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+            for name in (*SQLITE_LAYOUTS, "bay_day"):
+                rows = conn.execute(f"SELECT COUNT(*) FROM x_{name}").fetchone()[0]
+                out[name] = (sizes.get(f"x_{name}", 0), rows)
+        finally:
+            conn.close()
+        return out
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        for name, (create, fill) in PG_LAYOUTS.items():
+            conn.execute(create)
+            conn.execute(fill)
+        conn.execute("CREATE TABLE x_bay_day (bay_id varchar(64), day int4, runs bytea, PRIMARY KEY (bay_id, day))")
+        with conn.cursor() as cur:
+            days = packed_days(cur.execute(select_runs))
+            with cur.copy("COPY x_bay_day FROM STDIN") as copy:
+                for row in days:
+                    copy.write_row(row)
+        for name in (*PG_LAYOUTS, "bay_day"):
+            conn.execute(f"VACUUM (FULL, ANALYZE) x_{name}")
+            size, rows = conn.execute(f"SELECT pg_total_relation_size('x_{name}'), COUNT(*) FROM x_{name}").fetchone()
+            out[name] = (int(size), int(rows))
+    return out
+
+
 # ---------------------------------------------------------------- what a planner sees, timed
 def _month(facts: dict) -> str:
     """The query string of the backfilled month (local dates, to the midnight after its end)."""
@@ -390,6 +502,19 @@ def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
             log(f"  !!! {backend}: COMPACTED HISTORY GIVES ANOTHER REPORT: {line}")
         report.add(f"{name}.report_differences", len(differ), "", "<=", 0,
                    note="CSV bytes, XLSX cells, recomputed hourly rows")
+        runs_bytes = sum(v for k, v in after.items() if k.split(".")[0] == "bay_runs")
+        report.add(f"{name}.runs_per_bay_day", after_rows["bay_runs"] / bay_days, "",
+                   note=f"{runs_bytes / max(after_rows['bay_runs'], 1):.0f} B per run with its indexes")
+        if total_after / bay_days > AIM_BYTES:
+            log(f"  {backend}: over the aim of {AIM_BYTES:.0f} B: the same runs in other layouts (bay_runs only):")
+            log(f"    {'as it is':<10} {runs_bytes:>12,} B  {runs_bytes / bay_days:7.1f} B/bay-day  "
+                f"{after_rows['bay_runs']:>9,} rows")
+            for layout, (size, rows) in other_layouts(backend, compacted_url).items():
+                if layout != "bay_day" and rows != after_rows["bay_runs"]:
+                    log(f"    {layout}: {after_rows['bay_runs'] - rows} runs share a (bay, ts) with another")
+                log(f"    {layout:<10} {size:>12,} B  {size / bay_days:7.1f} B/bay-day  {rows:>9,} rows")
+                report.add(f"{name}.layout.{layout}.bytes_per_bay_day", size / bay_days, "B",
+                           note=f"runs only; as stored now {runs_bytes / bay_days:.0f} B")
         labels = {"csv": "month_csv", "xlsx": "month_xlsx", "rollup": "rollup_recompute"}
         for what, label in labels.items():
             b, a = statistics.median(seconds[("before", what)]), statistics.median(seconds[("after", what)])
