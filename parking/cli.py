@@ -83,6 +83,7 @@ def init_app(app: Flask) -> None:
         click.echo(
             f"folded {result.readings} readings of {result.bays} bays into {result.runs_written} runs "
             f"(stamped before {iso_utc(result.cutoff)}) in {result.seconds:.2f} s"
+            + (f"; {result.partitions_dropped} daily partitions dropped" if result.partitions_dropped else "")
         )
 
     @app.cli.command("sensors")

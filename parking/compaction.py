@@ -29,6 +29,7 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from . import partitions
 from .dbutil import chunks
 from .extensions import db
 from .history import MAX_RUN_SECONDS
@@ -54,6 +55,7 @@ class CompactResult:
     runs_removed: int = 0  # runs refolded (extended or split by what was folded into them)
     runs_written: int = 0
     bays: int = 0
+    partitions_dropped: int = 0  # PostgreSQL: whole days of raw readings folded and dropped
     seconds: float = 0.0
 
 
@@ -73,7 +75,12 @@ def compact(now: float | None = None, everything: bool = False) -> CompactResult
     result = CompactResult(cutoff=settle_cutoff(now, everything))
     stale = float(current_app.config["STALE_AFTER"])
     bay_ids = db.session.scalars(select(Bay.id).order_by(Bay.id)).all()
+    partitioned = partitions.is_partitioned(db.session)
     db.session.commit()
+    if partitioned:
+        for name, lo, hi in partitions.raw_partitions_before(db.session, result.cutoff):
+            if not _fold_partition(name, lo, hi, bay_ids, stale, result):
+                break  # the day's locks were not to be had: the next run goes on from here
     for step in chunks(bay_ids, BAYS_PER_STEP):
         for attempt in range(SQLITE_RETRIES):
             try:
@@ -89,8 +96,43 @@ def compact(now: float | None = None, everything: bool = False) -> CompactResult
     return result
 
 
-def _fold_bays(session: Session, bay_ids: Sequence[str], cutoff: float, stale: float, result: CompactResult) -> None:
-    """Fold the raw readings of these bays stamped before `cutoff` into their runs (no commit)."""
+def _fold_partition(name: str, lo: float, hi: float, bay_ids: Sequence[str], stale: float,
+                    result: CompactResult) -> bool:
+    """Fold everything stamped before `hi` and drop the day's raw partition, in one transaction
+    (PostgreSQL): the runs appear and the rows they stand for vanish at the same commit.
+
+    The partition is locked first (SHARE keeps late inserts out while it is read; readers go on),
+    then dropped, which needs the whole table for an instant: when a lock is not had within
+    partitions.LOCK_TIMEOUT (or a reader deadlocks with the drop) everything rolls back and the
+    day waits for the next run. False then."""
+    session = db.session
+    folded = CompactResult(cutoff=hi)
+    try:
+        _lock(session, shared=False)  # first: a late reading holding it shared may be about to insert here
+        partitions.lock_partition(session, name)
+        for step in chunks(bay_ids, BAYS_PER_STEP):
+            # Rows of this day go with the partition; older ones (late, in the default partition) are deleted.
+            _fold_bays(session, step, hi, stale, folded, delete_before=lo)
+        partitions.drop_partition(session, name)
+        session.commit()
+    except OperationalError:
+        session.rollback()
+        log.warning("compaction: %s could not be folded and dropped now (a lock was not had); "
+                    "the next run tries again", name, exc_info=True)
+        return False
+    log.info("compaction: folded %d readings of %s and dropped it", folded.readings, name)
+    result.readings += folded.readings
+    result.runs_removed += folded.runs_removed
+    result.runs_written += folded.runs_written
+    result.bays = max(result.bays, folded.bays)
+    result.partitions_dropped += 1
+    return True
+
+
+def _fold_bays(session: Session, bay_ids: Sequence[str], cutoff: float, stale: float, result: CompactResult,
+               delete_before: float | None = None) -> None:
+    """Fold the raw readings of these bays stamped before `cutoff` into their runs (no commit);
+    the folded rows stamped before `delete_before` (default: all of them) are deleted."""
     _lock(session, shared=False)
     raw: dict[str, list[tuple[float, bool, float, int]]] = defaultdict(list)
     for bay_id, ts, occupied in session.execute(
@@ -132,7 +174,8 @@ def _fold_bays(session: Session, bay_ids: Sequence[str], cutoff: float, stale: f
     if new_runs:
         session.execute(insert(BayRun), new_runs)
     session.execute(
-        delete(StoredReading).where(StoredReading.bay_id.in_(list(raw)), StoredReading.ts < cutoff)
+        delete(StoredReading).where(StoredReading.bay_id.in_(list(raw)),
+                                    StoredReading.ts < (cutoff if delete_before is None else delete_before))
     )
     result.runs_removed += len(old_ids)
     result.runs_written += len(new_runs)
