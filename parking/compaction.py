@@ -22,10 +22,10 @@ import time
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # Readings stamped within this long before now are never folded, even by `--all`: the duplicate
 # rule by seq (parking.ingest, one hour either side of a reading's ts) still needs them raw.
 COMPACT_HORIZON = 2 * 3600.0
-BAYS_PER_STEP = 200  # bays folded per transaction: short write locks, bounded memory
+BAYS_PER_STEP = 100  # bays folded per transaction, a day of theirs at a time: short write locks, bounded memory
+SLICE_SECONDS = 86400.0
 SQLITE_RETRIES = 3  # a step that met a concurrent write (SQLite's stale snapshot) is tried again
 LOCK_KEY = 0x70617263  # PostgreSQL advisory lock: compaction (exclusive) against late readings (shared)
 
@@ -54,9 +55,14 @@ class CompactResult:
     readings: int = 0  # raw readings folded and removed
     runs_removed: int = 0  # runs refolded (extended or split by what was folded into them)
     runs_written: int = 0
-    bays: int = 0
+    bay_ids: set[str] = field(default_factory=set)  # bays that had readings to fold
     partitions_dropped: int = 0  # PostgreSQL: whole days of raw readings folded and dropped
     seconds: float = 0.0
+
+    @property
+    def bays(self) -> int:
+        """How many bays had readings folded."""
+        return len(self.bay_ids)
 
 
 def settle_cutoff(now: float, everything: bool = False) -> float:
@@ -81,19 +87,31 @@ def compact(now: float | None = None, everything: bool = False) -> CompactResult
         for name, lo, hi in partitions.raw_partitions_before(db.session, result.cutoff):
             if not _fold_partition(name, lo, hi, bay_ids, stale, result):
                 break  # the day's locks were not to be had: the next run goes on from here
-    for step in chunks(bay_ids, BAYS_PER_STEP):
-        for attempt in range(SQLITE_RETRIES):
-            try:
-                _fold_bays(db.session, step, result.cutoff, stale, result)
-                db.session.commit()
-                break
-            except OperationalError:
-                db.session.rollback()
-                if db.engine.dialect.name != "sqlite" or attempt == SQLITE_RETRIES - 1:
-                    raise
-                log.info("compaction: a concurrent write; folding %d bays again", len(step))
+    oldest = db.session.scalar(select(func.min(StoredReading.ts)).where(StoredReading.ts < result.cutoff))
+    db.session.commit()
+    if oldest is not None:
+        # A day at a time, oldest first (folding in parts gives the same runs): a first compaction
+        # of months of history is many short transactions, not one that holds the writers off.
+        edges = [oldest + SLICE_SECONDS * k for k in range(1, int((result.cutoff - oldest) // SLICE_SECONDS) + 1)]
+        for edge in [*edges, result.cutoff]:
+            for step in chunks(bay_ids, BAYS_PER_STEP):
+                _fold_step(step, edge, stale, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _fold_step(bay_ids: Sequence[str], cutoff: float, stale: float, result: CompactResult) -> None:
+    """One transaction of `_fold_bays`; on SQLite, tried again after meeting a concurrent write."""
+    for attempt in range(SQLITE_RETRIES):
+        try:
+            _fold_bays(db.session, bay_ids, cutoff, stale, result)
+            db.session.commit()
+            return
+        except OperationalError:
+            db.session.rollback()
+            if db.engine.dialect.name != "sqlite" or attempt == SQLITE_RETRIES - 1:
+                raise
+            log.info("compaction: a concurrent write; folding %d bays again", len(bay_ids))
 
 
 def _fold_partition(name: str, lo: float, hi: float, bay_ids: Sequence[str], stale: float,
@@ -124,7 +142,7 @@ def _fold_partition(name: str, lo: float, hi: float, bay_ids: Sequence[str], sta
     result.readings += folded.readings
     result.runs_removed += folded.runs_removed
     result.runs_written += folded.runs_written
-    result.bays = max(result.bays, folded.bays)
+    result.bay_ids |= folded.bay_ids
     result.partitions_dropped += 1
     return True
 
@@ -179,7 +197,7 @@ def _fold_bays(session: Session, bay_ids: Sequence[str], cutoff: float, stale: f
     )
     result.runs_removed += len(old_ids)
     result.runs_written += len(new_runs)
-    result.bays += len(raw)
+    result.bay_ids.update(raw)
 
 
 def absorb_late(session: Session, readings: Sequence, now: float) -> list:
