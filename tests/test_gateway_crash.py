@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -196,7 +197,8 @@ def test_sigterm_under_load_at_random_moments_stops_cleanly(city, tmp_path):
     missing = [r for r in acknowledged_all if r not in rows]
     assert missing == [], f"{len(missing)} of {len(acknowledged_all)} acknowledged readings lost"
     text = log.read_text()
-    assert text.count("stopping") == SIGTERM_ROUNDS
+    # One "stopping" line per round (a slow step of a stop under load adds a "stopping the gateway: … took" line).
+    assert len(re.findall(r"\bstopping$", text, re.MULTILINE)) == SIGTERM_ROUNDS, text[-3000:]
     # Known, not yet fixed: an answer the gateway sends after its socket closed at shutdown makes
     # aiocoap's transport log "Fatal write error" with a traceback (that answer cannot arrive; the
     # readings it answered are stored, checked above). Any other traceback fails the test.
