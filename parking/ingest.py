@@ -18,8 +18,8 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from .dbutil import chunks, upsert_insert
 from .compaction import absorb_late
+from .dbutil import chunks, insert_rows, one_of, update_rows
 from .history import newest_first
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
@@ -293,10 +293,10 @@ def _stored_near(session: Session, readings: Sequence[SensorReading]):
             # within an hour: thousands of rows for busy sensors, for each group of the gateway.
             ts_values = sorted({r.ts for r in readings})
             seqs = sorted({r.seq for r in readings if r.seq is not None})
-            match = StoredReading.ts.in_(ts_values)
-            near = near & (or_(match, StoredReading.seq.in_(seqs)) if seqs else match)
+            match = one_of(session, StoredReading.ts, ts_values)
+            near = near & (or_(match, one_of(session, StoredReading.seq, seqs)) if seqs else match)
         for chunk in chunks(bays, 500):
-            yield from session.execute(select(*columns).where(StoredReading.bay_id.in_(chunk), near))
+            yield from session.execute(select(*columns).where(one_of(session, StoredReading.bay_id, chunk), near))
         return
     windows: dict[str, list[float]] = {}
     for r in readings:
@@ -317,21 +317,14 @@ def _stored_near(session: Session, readings: Sequence[SensorReading]):
 
 
 def _insert_readings(session: Session, rows: list[tuple]) -> None:
-    """Insert (bay_id, ts, occupied, seq, received_at) rows in one driver-level executemany.
+    """Insert (bay_id, ts, occupied, seq, received_at) rows: one statement on PostgreSQL, one
+    executemany on SQLite (`dbutil.insert_rows`).
 
     ON CONFLICT DO NOTHING covers a concurrent writer that stored a row first; it carries the
-    same data, so treating it as ours changes nothing. Plain SQL both SQLite and PostgreSQL
-    speak, sent straight to the driver: per-row SQLAlchemy parameter processing cost more
-    than the insert itself in bulk loads.
+    same data, so treating it as ours changes nothing.
     """
-    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        "INSERT INTO readings (bay_id, ts, occupied, seq, received_at) "
-        f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (bay_id, ts, occupied) DO NOTHING"
-    )
-    connection = session.connection()
-    for chunk in chunks(rows, 5000):
-        connection.exec_driver_sql(sql, chunk)
+    insert_rows(session, StoredReading.__table__, ("bay_id", "ts", "occupied", "seq", "received_at"), rows,
+                "ON CONFLICT (bay_id, ts, occupied) DO NOTHING")
 
 
 def _update_bays(
@@ -348,7 +341,7 @@ def _update_bays(
         for chunk in chunks(bay_ids, 500)
         for row in session.execute(
             select(Bay.id, Bay.state, Bay.last_ts, Bay.state_since, Bay.last_seen, Bay.battery).where(
-                Bay.id.in_(chunk)
+                one_of(session, Bay.id, chunk)
             )
         )
     }
@@ -381,18 +374,10 @@ def _update_bays(
         msg = newest_msg.get(bay_id)
         if msg is not None and (row.last_ts is None or msg.ts >= row.last_ts):
             battery = msg.battery
-        updates.append(
-            {
-                "id": bay_id,
-                "state": state,
-                "last_ts": last_ts,
-                "state_since": since,
-                "last_seen": last_seen,
-                "battery": battery,
-            }
-        )
-    if updates:
-        session.execute(update(Bay), updates)
+        updates.append((bay_id, state, last_ts, since, last_seen, battery))
+    # One statement (PostgreSQL) or one executemany (SQLite), not the ORM's bulk update by
+    # primary key: that was one UPDATE per bay and most of the writer's Python time per group.
+    update_rows(session, Bay.__table__, "id", ("state", "last_ts", "state_since", "last_seen", "battery"), updates)
     for bay_id in set(needs_since):
         session.execute(
             update(Bay).where(Bay.id == bay_id).values(state_since=_run_start(session, bay_id, stale))
@@ -421,11 +406,6 @@ def _dirty_hours(
 
 def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:
     """Upsert dirty marks, bumping the version of any already there (in key order: no deadlocks)."""
-    if not marks:
-        return
-    table = RollupDirty.__table__
-    stmt = upsert_insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["lot_id", "hour_start"], set_={"version": table.c.version + 1}
-    )
-    session.execute(stmt, [{"lot_id": l, "hour_start": h, "version": 1} for l, h in sorted(marks)])
+    insert_rows(session, RollupDirty.__table__, ("lot_id", "hour_start", "version"),
+                [(lot, hour, 1) for lot, hour in sorted(marks)],
+                "ON CONFLICT (lot_id, hour_start) DO UPDATE SET version = rollup_dirty.version + 1")
