@@ -363,13 +363,15 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
         if lost or not_ok:
             report.add(f"ingest.{name}.not_2.04", lost + not_ok, "req", note=f"timeouts {lost}, other answers {not_ok}")
     for backend in backends:
-        report.add(f"ingest.ratio.gateway_{backend}/bare", _median(runs[f"gateway/{backend}"], "rps") / bare_rps,
-                   "", ">=", 0.9)
+        # Against the plain bare server (aiocoap's defaults, the payload parsed as JSON, 2.04): the
+        # comparison issue #15's outside check made; `/bare_tuned` below is the stricter one.
+        report.add(f"ingest.ratio.gateway_{backend}/bare_plain", _median(runs[f"gateway/{backend}"], "rps") / bare_rps,
+                   "", ">=", 0.9, note="bare_plain: bench.bare_server without --tuned")
     for backend in backends:  # what OSCORE costs: the protected gateway against the same one unprotected
         report.add(f"ingest.ratio.gateway_oscore_{backend}/gateway_{backend}",
                    _median(runs[f"gateway-oscore/{backend}"], "rps") / _median(runs[f"gateway/{backend}"], "rps"),
                    "", ">=", 0.7, note="every request OSCORE-protected with its sensor's own key")
-    report.add("ingest.ratio.bare_tuned/bare", _median(runs["bare-tuned"], "rps") / bare_rps, "",
+    report.add("ingest.ratio.bare_tuned/bare_plain", _median(runs["bare-tuned"], "rps") / bare_rps, "",
                note="the gateway's transport settings alone")
     for backend in backends:  # the stricter comparison: the library with the gateway's own settings
         report.add(f"ingest.ratio.gateway_{backend}/bare_tuned",
@@ -421,7 +423,7 @@ def run(report: Report, backends: list[str], cfg: IngestConfig, workdir: Path, l
                    note=f"codes {two['codes']}, timeouts {two['timeouts']}")
         report.add(f"ingest.two_gateways.{backend}.p99", two["p99_ms"], "ms")
         report.add(f"ingest.two_gateways.{backend}/one", two["rps"] / single if single else None, "")
-        report.add(f"ingest.two_gateways.{backend}/bare", two["rps"] / bare_rps, "")
+        report.add(f"ingest.two_gateways.{backend}/bare_plain", two["rps"] / bare_rps, "")
 
     if "postgresql" in backends:
         from .ingest_processes import processes_figures  # it builds on this module's Server and Load

@@ -13,12 +13,12 @@ PER_BACKEND = [
     "ingest.gateway.{b}.throughput", "ingest.gateway.{b}.p50", "ingest.gateway.{b}.p99",
     "ingest.gateway.{b}.server_cpu", "ingest.gateway.{b}.cpu_per_request",
     "ingest.gateway.{b}.rss_start", "ingest.gateway.{b}.rss_end",
-    "ingest.ratio.gateway_{b}/bare", "ingest.ratio.gateway_{b}/bare_tuned",
+    "ingest.ratio.gateway_{b}/bare_plain", "ingest.ratio.gateway_{b}/bare_tuned",
     "ingest.gateway-oscore.{b}.throughput", "ingest.gateway-oscore.{b}.p99", "ingest.gateway-oscore.{b}.cpu_per_request",
     "ingest.ratio.gateway_oscore_{b}/gateway_{b}",
     "ingest.half_load.{b}.throughput", "ingest.half_load.{b}.p50", "ingest.half_load.{b}.p99",
     "ingest.two_gateways.{b}.throughput", "ingest.two_gateways.{b}.p99", "ingest.two_gateways.{b}/one",
-    "ingest.two_gateways.{b}/bare", "ingest.{b}.answered_2.04_not_stored",
+    "ingest.two_gateways.{b}/bare_plain", "ingest.{b}.answered_2.04_not_stored",
     "current.{b}.median", "current.{b}.10x_history.median", "current.{b}.10x_history/base",
     "current.{b}.snapshot_refresh", "current.{b}.10x_history/base.snapshot_refresh",
     "current.{b}.detail.median",
@@ -33,7 +33,7 @@ PER_BACKEND = [
 ]
 ONCE = [
     "ingest.bare.throughput", "ingest.bare.p50", "ingest.bare.p99", "ingest.bare.server_cpu",
-    "ingest.bare.rss_start", "ingest.bare.rss_end", "ingest.bare-tuned.throughput", "ingest.ratio.bare_tuned/bare",
+    "ingest.bare.rss_start", "ingest.bare.rss_end", "ingest.bare-tuned.throughput", "ingest.ratio.bare_tuned/bare_plain",
     # the soak runs on the first database of the run
     "ingest.soak.{first}.p99", "ingest.soak.{first}.rss_start", "ingest.soak.{first}.rss_end",
     "ingest.soak.{first}.rss_growth",
