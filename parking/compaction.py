@@ -18,6 +18,7 @@ Compaction and late readings serialize on one lock, so a late reading is never f
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from bisect import bisect_right
 from collections import defaultdict
@@ -58,6 +59,7 @@ class CompactResult:
     bay_ids: set[str] = field(default_factory=set)  # bays that had readings to fold
     partitions_dropped: int = 0  # PostgreSQL: whole days of raw readings folded and dropped
     seconds: float = 0.0
+    stopped: bool = False  # ended early because the process is stopping
 
     @property
     def bays(self) -> int:
@@ -74,8 +76,12 @@ def settle_cutoff(now: float, everything: bool = False) -> float:
     return now - max(days * 86400.0, COMPACT_HORIZON)
 
 
-def compact(now: float | None = None, everything: bool = False) -> CompactResult:
-    """Fold every raw reading stamped before the cutoff into runs, bay by bay (inside an app context)."""
+def compact(now: float | None = None, everything: bool = False, stop: threading.Event | None = None) -> CompactResult:
+    """Fold every raw reading stamped before the cutoff into runs, bay by bay (inside an app context).
+
+    `stop` set (the process is shutting down) ends it after the transaction under way: what was
+    committed is folded, the rest waits for the next run (result.stopped)."""
+    stop = stop or threading.Event()
     started = time.monotonic()
     now = time.time() if now is None else now
     result = CompactResult(cutoff=settle_cutoff(now, everything))
@@ -85,6 +91,8 @@ def compact(now: float | None = None, everything: bool = False) -> CompactResult
     db.session.commit()
     if partitioned:
         for name, lo, hi in partitions.raw_partitions_before(db.session, result.cutoff):
+            if stop.is_set():
+                break
             if not _fold_partition(name, lo, hi, bay_ids, stale, result):
                 break  # the day's locks were not to be had: the next run goes on from here
     oldest = db.session.scalar(select(func.min(StoredReading.ts)).where(StoredReading.ts < result.cutoff))
@@ -95,7 +103,10 @@ def compact(now: float | None = None, everything: bool = False) -> CompactResult
         edges = [oldest + SLICE_SECONDS * k for k in range(1, int((result.cutoff - oldest) // SLICE_SECONDS) + 1)]
         for edge in [*edges, result.cutoff]:
             for step in chunks(bay_ids, BAYS_PER_STEP):
+                if stop.is_set():
+                    break
                 _fold_step(step, edge, stale, result)
+    result.stopped = stop.is_set()
     result.seconds = time.monotonic() - started
     return result
 

@@ -46,12 +46,13 @@ def rollup_job(app: Flask) -> None:
             log.info("rollup: %d hours of %d lots in %.2f s", stats.hours, stats.lots, stats.seconds)
 
 
-def compact_job(app: Flask) -> None:
-    """Fold raw readings that have settled into compact runs (the same as `flask compact`)."""
+def compact_job(app: Flask, stop: threading.Event | None = None) -> None:
+    """Fold raw readings that have settled into compact runs (the same as `flask compact`);
+    `stop` set ends it after the transaction under way (a first compaction can take minutes)."""
     from .compaction import compact
 
     with _job(app, "compact"):
-        result = compact()
+        result = compact(stop=stop)
         if result.readings:
             log.info("compact: %d readings of %d bays folded into %d runs in %.2f s",
                      result.readings, result.bays, result.runs_written, result.seconds)
@@ -87,6 +88,7 @@ class Scheduling:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._lock = threading.Lock()  # gain and loss (election thread) against shutdown
         self._stopped = False
+        self._stopping = threading.Event()  # set first thing on shutdown: a long job ends early
         options = {"retry": retry} if retry is not None else {}
         self.leadership = Leadership(app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS"),
                                      on_gain=self._gained, on_loss=self._lost, **options)
@@ -110,7 +112,7 @@ class Scheduling:
 
         def compact_when_leading(app: Flask) -> None:
             if self.leadership.leading:
-                compact_job(app)
+                compact_job(app, self._stopping)
 
         for job_id, job, interval in (("rollup", rollup_then_first_forecast, "ROLLUP_INTERVAL"),
                                       ("forecast", forecast_when_leading, "FORECAST_INTERVAL"),
@@ -170,6 +172,7 @@ class Scheduling:
         so that no other process starts a job while one of ours still runs."""
         with self._lock:
             self._stopped = True
+        self._stopping.set()
         self.scheduler.shutdown(wait=wait)
         self.leadership.stop()
 

@@ -218,3 +218,37 @@ def test_on_postgresql_a_settled_day_is_folded_and_its_partition_dropped():
             assert in_default == late.stored
             db.session.remove()
             db.engine.dispose()
+
+
+class StopAfter:
+    """A stop event that is set once it has been looked at `n` times (a SIGTERM mid-compaction)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_a_stopping_process_ends_compaction_after_the_transaction_under_way(city):
+    backfill(city, 3, now=time.time(), seed=3)
+    raw_before = counts()[0]
+    first = compact(everything=True, stop=StopAfter(1))
+    assert first.stopped and 0 < first.readings < raw_before  # one step of 100 bays and a day
+    raw, _, folded = counts()
+    assert raw + folded == raw_before and folded == first.readings
+    rest = compact(everything=True)
+    assert not rest.stopped
+    assert db.session.scalar(select(func.min(StoredReading.ts))) >= rest.cutoff  # the last two hours stay raw
+    raw, _, folded = counts()
+    assert raw + folded == raw_before and folded == first.readings + rest.readings
+
+
+def test_the_scheduler_tells_a_running_job_to_stop_on_shutdown(city):
+    from parking.jobs import Scheduling
+
+    scheduling = Scheduling(city).start()
+    assert not scheduling._stopping.is_set()
+    scheduling.shutdown()
+    assert scheduling._stopping.is_set()
