@@ -463,8 +463,6 @@ def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
         with app.app_context():
             result = compact(now=end, everything=True)
         _dispose(app)
-        log(f"  {backend}: compact(everything=True) folded {result.readings:,} readings of {result.bays} bays into "
-            f"{result.runs_written:,} runs in {result.seconds:.1f} s")
         if backend == "postgresql":
             vacuum(backend, compacted_url, full=False)
             plain_sizes = history_bytes(backend, compacted_url)
@@ -472,6 +470,11 @@ def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
         vacuum(backend, compacted_url, full=True)
         after = history_bytes(backend, compacted_url)
         after_rows = row_counts(backend, compacted_url)
+        # runs_written counts a run each time it is written: a day at a time, one reaching past
+        # midnight is written again with the next day (runs_removed).
+        log(f"  {backend}: compact(everything=True) folded {result.readings:,} readings of {result.bays} bays into "
+            f"{after_rows['bay_runs']:,} runs ({result.runs_written:,} written, {result.runs_removed:,} of them "
+            f"refolded) in {result.seconds:.1f} s")
         if backend == "sqlite":
             vacuum(backend, raw_url, full=True)  # the raw file laid out afresh as well: timings compare forms
             vacuumed = sum(history_bytes(backend, raw_url).values())
