@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import Float, any_, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 
@@ -72,48 +74,108 @@ def one_of(session: Session, column, values: Sequence):
     return column.in_(values)
 
 
-def insert_rows(session: Session, table, columns: Sequence[str], rows: Sequence[tuple], conflict: str = "") -> None:
-    """INSERT `rows` (tuples in `columns` order) into `table`, `conflict` the ON CONFLICT clause.
+class Statements:
+    """Driver-level writes collected and then sent together (`run`): on PostgreSQL in one
+    pipeline, so that all of them and the transaction's BEGIN cost one round trip to the server
+    instead of one each; on SQLite (in-process, no round trips) one after the other. In the order
+    added; nothing of them is sent before `run`."""
 
-    PostgreSQL: one statement for all rows, one array per column through unnest: a single
-    execution in the server instead of one per row (which cost the writer's group more than the
-    rows themselves). SQLite (in-process, no round trips): one executemany. Both at the driver
-    level: SQLAlchemy's per-row parameter processing cost more than the insert in bulk loads.
-    """
-    if not rows:
-        return
+    def __init__(self, session: Session):
+        self.session = session
+        self.connection = session.connection()
+        self.postgresql = self.connection.dialect.name == "postgresql"
+        self.items: list[tuple[str, object]] = []
+
+    def insert_rows(self, table, columns: Sequence[str], rows: Sequence[tuple], conflict: str = "") -> None:
+        """INSERT `rows` (tuples in `columns` order) into `table`, `conflict` the ON CONFLICT clause.
+
+        PostgreSQL: one statement for all rows, one array per column through unnest: a single
+        execution in the server instead of one per row (which cost the writer's group more than
+        the rows themselves). SQLite: one executemany. Both at the driver level: SQLAlchemy's
+        per-row parameter processing cost more than the insert in bulk loads.
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.postgresql:
+            arrays = ", ".join(f"%s::{_array_type(self.connection, table, c)}" for c in columns)
+            sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
+            self.items.append((sql, _arrays(table, columns, rows)))
+            return
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
+        self.items += [(sql, list(chunk)) for chunk in chunks(rows, 5000)]
+
+    def update_rows(self, table, key: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+        """UPDATE `table` SET `columns` for each row (key, then the columns' values): PostgreSQL
+        one UPDATE ... FROM unnest(arrays), SQLite one executemany (see `insert_rows`)."""
+        if not rows:
+            return
+        if self.postgresql:
+            names = [key, *columns]
+            arrays = ", ".join(f"%s::{_array_type(self.connection, table, c)}" for c in names)
+            sets = ", ".join(f"{c} = v.{c}" for c in columns)
+            # The key's array a second time as `= ANY(...)`: PostgreSQL then probes the key's
+            # index for the rows; a join alone it planned as a hash join over a scan of the whole
+            # table (1.7 ms for the 10,000 bays of the benchmark's city, growing with the table).
+            sql = (f"UPDATE {table.name} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) "
+                   f"WHERE {table.name}.{key} = v.{key} "
+                   f"AND {table.name}.{key} = ANY(%s::{_array_type(self.connection, table, key)})")
+            values = _arrays(table, names, rows)
+            self.items.append((sql, (*values, values[0])))
+            return
+        sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?"
+        self.items.append((sql, [(*row[1:], row[0]) for row in rows]))
+
+    def run(self, commit: bool = False) -> None:
+        """Send every statement added (and forget them); `commit`: on PostgreSQL the COMMIT goes
+        in the same pipeline (the caller's session.commit() after it then has nothing left to
+        send), on SQLite the caller's session.commit() does it."""
+        items, self.items = self.items, []
+        if not self.postgresql:
+            for sql, params in items:
+                self.connection.exec_driver_sql(sql, params)
+            return
+        if not items and not commit:
+            return
+        dbapi_connection = self.connection.connection.dbapi_connection
+        with driver_errors(self.connection, items[0][0] if items else "COMMIT"):
+            with dbapi_connection.pipeline():
+                for sql, params in items:
+                    dbapi_connection.execute(sql, params)
+                if commit:
+                    # As a statement: psycopg's commit() would sync the pipeline, and its end
+                    # sync again, a round trip more. psycopg follows the server's transaction
+                    # state, so its commit() after this (from session.commit()) sends nothing.
+                    dbapi_connection.execute("COMMIT")
+
+
+def fetch_together(session: Session, queries: Sequence[tuple[str, tuple]]) -> list[list[tuple]]:
+    """The rows of each query (driver SQL and its parameters): on PostgreSQL all sent in one
+    pipeline, one round trip (the transaction's BEGIN included), on SQLite one after the other."""
     connection = session.connection()
-    names = ", ".join(columns)
-    if connection.dialect.name == "postgresql":
-        arrays = ", ".join(f"%s::{_array_type(connection, table, c)}" for c in columns)
-        sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
-        connection.exec_driver_sql(sql, _arrays(table, columns, rows))
-        return
-    sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
-    for chunk in chunks(rows, 5000):
-        connection.exec_driver_sql(sql, chunk)
+    if connection.dialect.name != "postgresql":
+        return [list(connection.exec_driver_sql(sql, params)) for sql, params in queries]
+    dbapi_connection = connection.connection.dbapi_connection
+    with driver_errors(connection, queries[0][0]):
+        with dbapi_connection.pipeline():
+            cursors = [dbapi_connection.execute(sql, params) for sql, params in queries]
+        return [cursor.fetchall() for cursor in cursors]
 
 
-def update_rows(session: Session, table, key: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
-    """UPDATE `table` SET `columns` for each row (key, then the columns' values): PostgreSQL one
-    UPDATE ... FROM unnest(arrays), SQLite one executemany (see `insert_rows`)."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        names = [key, *columns]
-        arrays = ", ".join(f"%s::{_array_type(connection, table, c)}" for c in names)
-        sets = ", ".join(f"{c} = v.{c}" for c in columns)
-        # The key's array a second time as `= ANY(...)`: PostgreSQL then probes the key's index
-        # for the rows; a join alone it planned as a hash join over a scan of the whole table
-        # (1.7 ms for the 10,000 bays of the benchmark's city, growing with the table).
-        sql = (f"UPDATE {table.name} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) "
-               f"WHERE {table.name}.{key} = v.{key} AND {table.name}.{key} = ANY(%s::{_array_type(connection, table, key)})")
-        arrays = _arrays(table, names, rows)
-        connection.exec_driver_sql(sql, (*arrays, arrays[0]))
-        return
-    sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?"
-    connection.exec_driver_sql(sql, [(*row[1:], row[0]) for row in rows])
+@contextmanager
+def driver_errors(connection, statement: str):
+    """A driver error raised as SQLAlchemy's own (what `exec_driver_sql` would raise: an
+    OperationalError is still one), the connection invalidated when it is gone, for statements
+    sent to the driver directly (a pipeline)."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        gone = connection.dialect.is_disconnect(exc, connection.connection.dbapi_connection, None)
+        if gone:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, connection_invalidated=gone,
+                                  dialect=connection.dialect) from exc
 
 
 def _arrays(table, columns: Sequence[str], rows: Sequence[tuple]) -> tuple[list, ...]:

@@ -19,7 +19,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from .compaction import absorb_late
-from .dbutil import chunks, insert_rows, one_of, update_rows
+from .dbutil import Statements, chunks, fetch_together, one_of
 from .history import newest_first
 from .extensions import db
 from .models import Bay, Lot, RollupDirty
@@ -169,17 +169,21 @@ def store(
     received_at: float | None = None,
     stale_after: float | None = None,
     directory: BayDirectory | None = None,
+    writes: Statements | None = None,
 ) -> StoreResult:
     """Store prepared readings (ts filled in, bays known) without committing.
 
     `received_at` None means each reading was received at its own ts (simulated history).
+    `writes` given (the gateway's writer): the inserts and updates are added to it and may be
+    left for the caller to send (`writes.run(commit=True)`: with the COMMIT, one round trip).
     """
     result = StoreResult(received=len(readings))
     if not readings:
         return result
     stale = float(stale_after if stale_after is not None else current_app.config["STALE_AFTER"])
     bays = (directory or _directory).lookup(session, {r.bay for r in readings})
-    fresh = _drop_duplicates(session, readings)
+    near, current = _look_up(session, readings)
+    fresh = _drop_duplicates(readings, near)
     if fresh:
         # A reading older than anything compaction leaves raw meets compacted history first.
         fresh = absorb_late(session, fresh, time.time())
@@ -189,13 +193,18 @@ def store(
         (r.bay, r.ts, r.occupied, r.seq, r.ts if received_at is None else received_at)
         for r in fresh
     ]
-    _insert_readings(session, rows)
+    own = writes is None
+    writes = Statements(session) if own else writes  # sent together: one round trip on PostgreSQL
+    _insert_readings(writes, rows)
     inserted = fresh
     result.stored = len(inserted)
     # Battery and last_seen describe the newest message even when its reading is a duplicate.
-    _update_bays(session, readings, inserted, received_at, stale)
+    late = _update_bays(writes, readings, inserted, received_at, stale, current)
     marks = _dirty_hours(inserted, bays, stale)
-    _mark_dirty(session, marks)
+    _mark_dirty(writes, marks)
+    if own or late:
+        writes.run()
+    _restart_runs(session, late, stale)  # after the insert: a run's start is read from the history
     result.lots = {lot for lot, _ in marks}
     return result
 
@@ -248,11 +257,44 @@ def forget_bays() -> None:
     _directory.forget()
 
 
-def _drop_duplicates(session: Session, readings: Sequence[SensorReading]) -> list[SensorReading]:
-    """Readings not already stored and not repeated within the batch (seq or ts+state)."""
+def _look_up(session: Session, readings: Sequence[SensorReading]) -> tuple[list[tuple], dict[str, tuple]]:
+    """What storing the readings must know first: the stored (bay, ts, occupied, seq) that could
+    duplicate one of them (`_stored_near`) and the current (id, state, last_ts, state_since,
+    last_seen, battery) of their bays, by id.
+
+    A gateway group on PostgreSQL asks both in one round trip (the transaction's BEGIN with them);
+    the SQL is PostgreSQL's own there (arrays), the same rows as the portable queries return.
+    """
+    bay_ids = sorted({r.bay for r in readings})
+    lo, hi = min(r.ts for r in readings), max(r.ts for r in readings)
+    if session.get_bind().dialect.name == "postgresql" and hi - lo <= NARROW_BATCH and len(readings) <= SMALL_BATCH:
+        seqs = sorted({r.seq for r in readings if r.seq is not None})
+        near, bays = fetch_together(session, [
+            ("SELECT bay_id, ts, occupied, seq FROM readings WHERE bay_id = ANY(%s::varchar[]) "
+             "AND ts BETWEEN %s AND %s AND (ts = ANY(%s::float8[]) OR seq = ANY(%s::bigint[]))",
+             (bay_ids, lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW, sorted({r.ts for r in readings}), seqs)),
+            ("SELECT id, state, last_ts, state_since, last_seen, battery FROM bays WHERE id = ANY(%s::varchar[])",
+             (bay_ids,)),
+        ])
+        return near, {row[0]: row for row in bays}
+    current = {
+        row[0]: tuple(row)
+        for chunk in chunks(bay_ids, 500)
+        for row in session.execute(
+            select(Bay.id, Bay.state, Bay.last_ts, Bay.state_since, Bay.last_seen, Bay.battery).where(
+                one_of(session, Bay.id, chunk)
+            )
+        )
+    }
+    return list(_stored_near(session, readings)), current
+
+
+def _drop_duplicates(readings: Sequence[SensorReading], near: Iterable[tuple]) -> list[SensorReading]:
+    """Readings not already stored (`near`: the stored rows that could match) and not repeated
+    within the batch (seq or ts+state)."""
     seen_state: set[tuple[str, float, bool]] = set()
     seen_seq: dict[tuple[str, int], list[float]] = {}
-    for bay, ts, occupied, seq in _stored_near(session, readings):
+    for bay, ts, occupied, seq in near:
         seen_state.add((bay, ts, occupied))
         if seq is not None:
             seen_seq.setdefault((bay, seq), []).append(ts)
@@ -316,35 +358,28 @@ def _stored_near(session: Session, readings: Sequence[SensorReading]):
         yield from session.execute(select(*columns).where(condition))
 
 
-def _insert_readings(session: Session, rows: list[tuple]) -> None:
+def _insert_readings(writes: Statements, rows: list[tuple]) -> None:
     """Insert (bay_id, ts, occupied, seq, received_at) rows: one statement on PostgreSQL, one
-    executemany on SQLite (`dbutil.insert_rows`).
+    executemany on SQLite (`dbutil.Statements`).
 
     ON CONFLICT DO NOTHING covers a concurrent writer that stored a row first; it carries the
     same data, so treating it as ours changes nothing.
     """
-    insert_rows(session, StoredReading.__table__, ("bay_id", "ts", "occupied", "seq", "received_at"), rows,
-                "ON CONFLICT (bay_id, ts, occupied) DO NOTHING")
+    writes.insert_rows(StoredReading.__table__, ("bay_id", "ts", "occupied", "seq", "received_at"), rows,
+                       "ON CONFLICT (bay_id, ts, occupied) DO NOTHING")
 
 
 def _update_bays(
-    session: Session,
+    writes: Statements,
     readings: Sequence[SensorReading],
     inserted: Sequence[SensorReading],
     received_at: float | None,
     stale: float,
-) -> None:
-    """Bring each touched bay's current state (newest reading by ts) up to date."""
+    current: dict[str, tuple],
+) -> set[str]:
+    """Bring each touched bay's current state (newest reading by ts) up to date from its
+    `current` row; returns the bays whose run start a late reading may have moved."""
     bay_ids = sorted({r.bay for r in readings})
-    current = {
-        row.id: row
-        for chunk in chunks(bay_ids, 500)
-        for row in session.execute(
-            select(Bay.id, Bay.state, Bay.last_ts, Bay.state_since, Bay.last_seen, Bay.battery).where(
-                one_of(session, Bay.id, chunk)
-            )
-        )
-    }
     new_by_bay: dict[str, list[SensorReading]] = defaultdict(list)
     for r in inserted:
         new_by_bay[r.bay].append(r)
@@ -359,8 +394,8 @@ def _update_bays(
     updates = []
     needs_since: list[str] = []
     for bay_id in bay_ids:
-        row = current[bay_id]
-        state, last_ts, since = row.state, row.last_ts, row.state_since
+        _, state, last_ts, since, row_last_seen, row_battery = current[bay_id]
+        row_last_ts = last_ts
         for r in sorted(new_by_bay.get(bay_id, ()), key=lambda x: x.ts):
             if last_ts is None or r.ts >= last_ts:
                 if not continues_run(state, last_ts, r.occupied, r.ts, stale):
@@ -369,16 +404,21 @@ def _update_bays(
             elif since is None or r.ts >= since - stale:
                 # A late reading inside the current run can split or extend it.
                 needs_since.append(bay_id)
-        last_seen = max(seen[bay_id], row.last_seen or seen[bay_id])
-        battery = row.battery
+        last_seen = max(seen[bay_id], row_last_seen or seen[bay_id])
+        battery = row_battery
         msg = newest_msg.get(bay_id)
-        if msg is not None and (row.last_ts is None or msg.ts >= row.last_ts):
+        if msg is not None and (row_last_ts is None or msg.ts >= row_last_ts):
             battery = msg.battery
         updates.append((bay_id, state, last_ts, since, last_seen, battery))
     # One statement (PostgreSQL) or one executemany (SQLite), not the ORM's bulk update by
     # primary key: that was one UPDATE per bay and most of the writer's Python time per group.
-    update_rows(session, Bay.__table__, "id", ("state", "last_ts", "state_since", "last_seen", "battery"), updates)
-    for bay_id in set(needs_since):
+    writes.update_rows(Bay.__table__, "id", ("state", "last_ts", "state_since", "last_seen", "battery"), updates)
+    return set(needs_since)
+
+
+def _restart_runs(session: Session, bay_ids: set[str], stale: float) -> None:
+    """Set state_since of bays whose current run a late reading split or extended, from history."""
+    for bay_id in sorted(bay_ids):
         session.execute(
             update(Bay).where(Bay.id == bay_id).values(state_since=_run_start(session, bay_id, stale))
         )
@@ -404,8 +444,8 @@ def _dirty_hours(
     }
 
 
-def _mark_dirty(session: Session, marks: set[tuple[str, int]]) -> None:
+def _mark_dirty(writes: Statements, marks: set[tuple[str, int]]) -> None:
     """Upsert dirty marks, bumping the version of any already there (in key order: no deadlocks)."""
-    insert_rows(session, RollupDirty.__table__, ("lot_id", "hour_start", "version"),
-                [(lot, hour, 1) for lot, hour in sorted(marks)],
-                "ON CONFLICT (lot_id, hour_start) DO UPDATE SET version = rollup_dirty.version + 1")
+    writes.insert_rows(RollupDirty.__table__, ("lot_id", "hour_start", "version"),
+                       [(lot, hour, 1) for lot, hour in sorted(marks)],
+                       "ON CONFLICT (lot_id, hour_start) DO UPDATE SET version = rollup_dirty.version + 1")
