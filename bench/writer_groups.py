@@ -2,12 +2,12 @@
 
 By hand. The gateway's writer (`gateway.writer_process.GroupIngest`) runs in this process on a fresh
 database with the ingest city and stores groups of one-reading requests as the load generator
-makes them (bays in turn, `ts` and `seq` rising, every reading new). After a warm-up (one reading
-per bay, then a few hundred groups) it counts, per group: the statements the driver ran (an
+makes them (bays in turn, `ts` and `seq` rising, every reading new). After a history (`--history`
+readings per bay, all within the hour the seq rule looks back) and 100 groups it counts, per group: the statements the driver ran (an
 `executemany` counts each of its rows), the round trips (on PostgreSQL from libpq's protocol trace:
 each time the client sends after having read an answer), the time inside the driver's execute
-calls (round trips and the server's work) against the rest (Python), and the CPU of the PostgreSQL
-backend serving the connection.
+calls that SQLAlchemy makes (statements sent to the driver directly, as a pipeline, are only in the
+trace), and the CPU of this process and of the PostgreSQL backend serving the connection.
 
     python -m bench.writer_groups [--db postgresql|sqlite] [--groups 300] [--size 64]
 """
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=20,
                         help="readings per bay stored before the measured groups (all within the hour "
                              "the seq rule looks back)")
+    parser.add_argument("--trace", help="keep libpq's protocol trace of the measured groups in this file")
     parser.add_argument("--pg-database", default=f"parking_bench_writer_{os.getpid()}",
                         help="the PostgreSQL database to make (and drop at the end)")
     args = parser.parse_args(argv)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             dbapi = session.connection().connection.dbapi_connection
             pid = dbapi.info.backend_pid if args.db == "postgresql" else None
             session.commit()
-            trace_path = Path(tmp) / "trace.txt"
+            trace_path = Path(args.trace or Path(tmp) / "trace.txt")
             trace_file = open(trace_path, "w")
             if pid is not None:
                 import psycopg
@@ -166,16 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     per = args.groups
     print(f"{args.db}: {per} groups of {args.size} requests, {stored} readings stored, {wall:.2f} s "
           f"({per * args.size / wall:.0f} requests/s in this one process)")
-    print(f"per group: {counter.statements / per:.1f} statements in {counter.calls / per:.1f} driver calls, "
-          + (f"{trips / per:.1f} round trips and {sent / per:.1f} statements on the wire (BEGIN, COMMIT "
-             f"and the pool's ping included), " if trips is not None else "")
-          + f"{wall / per * 1000:.2f} ms: {counter.seconds / per * 1000:.2f} ms inside the driver's execute, "
-          f"{commit_seconds[0] / per * 1000:.2f} ms in COMMIT, "
-          f"{(wall - counter.seconds - commit_seconds[0]) / per * 1000:.2f} ms the rest (Python)"
-          + f"; CPU: this process {own / per * 1000:.2f} ms"
+    if trips is not None:  # PostgreSQL: what went over the wire, raw driver statements included
+        print(f"per group: {trips / per:.1f} round trips, {sent / per:.1f} statements sent (BEGIN, COMMIT and any "
+              f"ping of the pool included)")
+    print(f"per group: {wall / per * 1000:.2f} ms wall; CPU: this process {own / per * 1000:.2f} ms"
           + (f", the PostgreSQL backend {(cpu1 - cpu0) / per * 1000:.2f} ms" if pid is not None else ""))
-    for kind, rows in sorted(counter.kinds.items(), key=lambda kv: -kv[1]):
-        print(f"  {rows / per:6.1f} × {kind:<40} {counter.kind_seconds[kind] / per * 1000:6.2f} ms")
+    if counter.calls:
+        print(f"through SQLAlchemy: {counter.statements / per:.1f} statements in {counter.calls / per:.1f} driver calls, "
+              f"{counter.seconds / per * 1000:.2f} ms in them, {commit_seconds[0] / per * 1000:.2f} ms in COMMIT")
+        for kind, rows in sorted(counter.kinds.items(), key=lambda kv: -kv[1]):
+            print(f"  {rows / per:6.1f} × {kind:<40} {counter.kind_seconds[kind] / per * 1000:6.2f} ms")
     return 0
 
 
