@@ -80,11 +80,13 @@ def describe(cfg: CompactionConfig) -> str:
 
 
 def _key(cfg: CompactionConfig, suffix: str) -> str:
+    """The data set key of this configuration's raw or compacted database."""
     lots = "all" if cfg.lots is None else f"{len(cfg.lots)}lots"
     return f"compaction-{lots}-{cfg.days:g}d-{suffix}"
 
 
 def _dispose(app) -> None:
+    """Close the app's session and connections (a clone, VACUUM or DROP needs the database alone)."""
     from parking.extensions import db
 
     with app.app_context():
@@ -126,6 +128,7 @@ def build(backend: str, cfg: CompactionConfig, end: float, log) -> tuple[str, di
 
 # ---------------------------------------------------------------- bytes on disk
 def sqlite_file(url: str) -> Path:
+    """The file of a sqlite:/// URL."""
     return Path(url.removeprefix("sqlite:///"))
 
 
@@ -135,6 +138,7 @@ def history_bytes(backend: str, url: str) -> dict[str, int]:
 
 
 def _sqlite_bytes(path: Path) -> dict[str, int]:
+    """Bytes of the history's b-trees by dbstat (or the file-size difference without it)."""
     conn = sqlite3.connect(path)
     try:
         owners = dict(conn.execute(
@@ -189,6 +193,7 @@ SELECT root || '.' || name, SUM(pg_relation_size(oid))::bigint, COUNT(*) FROM in
 
 
 def _pg_bytes(url: str) -> dict[str, int]:
+    """Bytes of the history's tables and indexes, every partition summed."""
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
@@ -227,6 +232,7 @@ def checkpoint(url: str) -> None:
 
 
 def row_counts(backend: str, url: str) -> dict[str, int]:
+    """Rows of each history table."""
     if backend == "sqlite":
         conn = sqlite3.connect(sqlite_file(url))
         try:
@@ -452,6 +458,7 @@ def differences(outputs: dict) -> list[str]:
 
 # ---------------------------------------------------------------- the benchmark
 def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
+    """Build, clone, compact and measure one backend; both databases dropped at the end."""
     from parking.compaction import compact
 
     end = (time.time() // 3600 - 3) * 3600.0  # finished hours only, a recent month
@@ -552,5 +559,6 @@ def measure(report: Report, backend: str, cfg: CompactionConfig, log) -> None:
 
 
 def run(report: Report, backends: list[str], cfg: CompactionConfig, log=print) -> None:
+    """The benchmark on each backend in turn."""
     for backend in backends:
         measure(report, backend, cfg, log)
