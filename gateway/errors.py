@@ -84,6 +84,14 @@ class KeyRevoked(error.Unauthorized):
     message = "unknown or revoked key"
 
 
+class ReplayedElsewhere(error.Unauthorized):
+    """4.01: the request's OSCORE sequence number is in the sensor's replay window as stored in the
+    database (found by the writer, in the transaction that would store): another gateway process
+    let it through already. Answered unprotected, like a replay this process sees itself."""
+
+    message = "Replay detected"
+
+
 class ForeignBay(error.Forbidden):
     """4.03: a reading for a bay not bound to the sending sensor; the whole request is refused."""
 

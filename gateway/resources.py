@@ -29,7 +29,7 @@ from parking.validation import is_id
 from . import payloads
 from .blockwise import Block1Assembler, Whole
 from .errors import ForeignBay, OscoreRequired, TooLarge, Unavailable
-from .security import sender_key
+from .security import request_seqno, sender_key
 from .transport import GatewaySite, Link, LinkFormat
 
 # --- Limits (stated for sensor makers in docs/sensors.md) --------------------------------------
@@ -87,7 +87,7 @@ class OccupancyResource(resource.Resource):
                 _check_bound(readings, key, self.gateway, request.remote)
             if self.gateway.closing:
                 raise Unavailable("gateway shutting down")
-            await self.gateway.writer.submit(readings, received_at, key)
+            await self.gateway.writer.submit(readings, received_at, key, request_seqno(request))
         except error.ConstructionRenderableError as exc:
             self.gateway.count(exc.code)
             raise

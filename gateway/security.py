@@ -29,7 +29,7 @@ from aiocoap import error, oscore
 from aiocoap.numbers.codes import Code
 from sqlalchemy import select
 
-from .errors import KeyRevoked, Unavailable
+from .errors import KeyRevoked, ReplayedElsewhere, Unavailable
 from .transport import OSCOREAddress, reused_nonce_and_aad
 
 log = logging.getLogger("parking.gateway")
@@ -274,6 +274,9 @@ class ProtectedSite:
             self.keys.forget(key.recipient_id)
             self.gateway.refused("revoked", "4.01", key.sensor_id, request.remote)
             raise
+        except ReplayedElsewhere:  # answered unprotected, like the replays this process sees itself
+            self.gateway.refused("replay", "4.01", key.sensor_id, request.remote)
+            raise
         except error.RenderableError as exc:
             response = exc.to_message()
         except Exception:  # noqa: BLE001 - any other failure is a 5.00, protected like any answer
@@ -301,7 +304,26 @@ class ProtectedSite:
         except oscore.ProtectionInvalid:
             raise Refused(Code.BAD_REQUEST, "decryption_failed", "Decryption failed", key.sensor_id) from None
         plain.remote = OSCOREAddress(key, request.remote)
+        # The writer checks it against the window stored in the database (`take_seqno`):
+        # another gateway process may have let the same sequence number through already.
+        plain.oscore_seqno = int.from_bytes(request_id.partial_iv, "big")
         return key, plain, request_id
+
+
+def request_seqno(request) -> int | None:
+    """The OSCORE sequence number a protected request came with, None when it came unprotected."""
+    return getattr(request, "oscore_seqno", None)
+
+
+def take_seqno(window: tuple[int, int], seqno: int) -> tuple[int, int] | None:
+    """The window after letting `seqno` through, or None when it was seen (or is too old)."""
+    replay = oscore.ReplayWindow(WINDOW, lambda: None)
+    replay.initialize_from_persisted({"index": window[0], "bitfield": window[1]})
+    if not replay.is_valid(seqno):
+        return None
+    replay.strike_out(seqno)
+    state = replay.persist()
+    return state["index"], state["bitfield"]
 
 
 def sender_key(request) -> SensorKey | None:

@@ -73,7 +73,7 @@ class _Job:
     received_at: float
     future: asyncio.Future
     credential: int | None = None  # the sensor credential it came through (None: unprotected)
-    window: tuple[int, int] | None = None  # that key's replay window as the request left the loop
+    seqno: int | None = None  # the request's OSCORE sequence number, checked against the stored window
 
 
 @dataclass
@@ -205,12 +205,14 @@ class Writer:
             self._watchdog = self.loop.create_task(self._watch(), name="gateway: writer watchdog")
         self._pump()
 
-    def submit(self, readings: list, received_at: float, key=None) -> asyncio.Future:
+    def submit(self, readings: list, received_at: float, key=None, seqno: int | None = None) -> asyncio.Future:
         """Queue one request (event loop only); the future is settled once it is stored or refused.
 
         `key`: the sensor's context (gateway.security.SensorKey) of a protected request. Its
         replay window, taken now, is stored in the commit of this request: a later window
-        contains every earlier one, so the newest of a group is the one stored.
+        contains every earlier one, so the newest of a group is the one stored. `seqno`: the
+        request's OSCORE sequence number, which the writer checks against the window stored in
+        the database (another gateway process may have let it through).
         """
         if self._link is None:
             raise Unavailable(f"storage restarting: retry in {RESTART_RETRY_AFTER} s", RESTART_RETRY_AFTER)
@@ -219,7 +221,7 @@ class Writer:
         job = _Job(readings, received_at, self.loop.create_future())
         self.stats.received += len(readings)
         if key is not None:
-            job.credential, job.window = key.credential_id, key.replay_state
+            job.credential, job.seqno = key.credential_id, seqno
         self._pending.append(job)
         self.queued += 1
         self._pump()
@@ -235,7 +237,7 @@ class Writer:
                 self._head_since = time.monotonic()  # the writer begins this group at once
             self._in_flight.append(group)
             link.send((wp.GROUP, [(job.received_at, [(r.bay, r.occupied, r.ts, r.seq, r.battery) for r in job.readings],
-                                   job.credential, job.window) for job in group]))
+                                   job.credential, job.seqno) for job in group]))
         self._count_queued()
 
     def _count_queued(self) -> None:

@@ -34,7 +34,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parking.dbconnect import engine_options, sqlite_pragmas
 
-from .errors import KeyRevoked, PayloadError, StorageFailed, Unavailable, UnknownBay
+from .errors import KeyRevoked, PayloadError, ReplayedElsewhere, StorageFailed, Unavailable, UnknownBay
+from .security import take_seqno
 
 log = logging.getLogger("parking.gateway.writer")
 
@@ -50,8 +51,8 @@ WRITER_CACHE_KIB = 8 * 1024
 PROFILE_ENV = "PARKING_WRITER_PROFILE"
 
 # Messages. gateway → writer: (INIT, app config, lock timeout, log level) first, then
-# (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …], credential id or None, replay
-# window or None), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per
+# (GROUP, [(received_at, [(bay, occupied, ts, seq, battery), …], credential id or None, the
+# request's OSCORE sequence number or None), …]) and (STOP,). writer → gateway: (READY,) once it is set up, then one per
 # group, in order: (DONE, outcomes, stored, seconds, available, changed lot ids), outcomes one per
 # request: None (stored: 2.04) or the request's refusal, a `gateway.errors` error (it pickles
 # with its text).
@@ -134,7 +135,7 @@ class GroupIngest:
         self.available = True
 
     def write(self, session, group: list[tuple]) -> tuple[list, int, set]:
-        """Validate, store and commit one group of (received_at, readings, credential, window) requests.
+        """Validate, store and commit one group of (received_at, readings, credential, seqno) requests.
 
         Returns one outcome per request, how many readings were new, and the lots they changed.
         """
@@ -146,12 +147,18 @@ class GroupIngest:
         try:
             # Revocation takes effect at once: checked in the transaction that would store.
             revoked = self.revoked(session, {c for _, _, c, _ in group if c is not None})
+            # Replays are decided by the windows stored in the database, locked until the commit:
+            # a request another gateway process let through is refused here.
+            windows, replayed = self.check_replays(session, group, revoked)
             # One query for the group's bays not yet cached, instead of one per request in prepare.
             self.directory.lookup(session, {r.bay for _, readings in jobs for r in readings})
             valid = []
             for index, (received_at, readings) in enumerate(jobs):
                 if group[index][2] in revoked:
                     outcomes[index] = KeyRevoked()
+                    continue
+                if index in replayed:
+                    outcomes[index] = ReplayedElsewhere()
                     continue
                 try:
                     valid += ingest.prepare(session, readings, now=received_at, directory=self.directory,
@@ -165,7 +172,7 @@ class GroupIngest:
                 received_at = max(received_at for received_at, _ in jobs)
                 result = ingest.store(session, valid, received_at=received_at,
                                       stale_after=self.stale_after, directory=self.directory)
-            self.keep_windows(session, group, revoked)
+            self.keep_windows(session, windows)
             session.commit()
         except Exception as exc:  # noqa: BLE001 - every failure must still answer every request
             _rollback(session)
@@ -189,10 +196,40 @@ class GroupIngest:
         live = session.scalars(sql_select(C.id).where(C.id.in_(credentials), C.revoked_at.is_(None)))
         return credentials - set(live)
 
-    def keep_windows(self, session, group: list[tuple], revoked: set[int]) -> None:
-        """Store each credential's newest replay window of the group, in the group's commit, so that
-        what was let through is refused as a replay after a restart too."""
-        windows = {c: w for _, _, c, w in group if c is not None and c not in revoked}
+    def check_replays(self, session, group: list[tuple], revoked: set[int]) -> tuple[dict, set[int]]:
+        """(credential → the window to store, indexes of the group's requests that are replays).
+
+        Each credential's window is read from its row, locked for the rest of the transaction
+        (FOR UPDATE, in id order: writers of several processes take them in turn), then each
+        request's sequence number is let through it or found seen. The window stored is the
+        database's with this group's numbers added: it only moves forward, whichever process
+        stores, and it holds every request that was stored. (A process's own copy also holds
+        numbers of requests refused before the writer, or of the first blocks of a Block1
+        transfer; a replay of those is refused again for what it says, or cannot complete.)
+        """
+        credentials = sorted({c for _, _, c, _ in group if c is not None and c not in revoked})
+        if not credentials:
+            return {}, set()
+        from parking.models import SensorCredential as C
+
+        rows = session.execute(
+            sql_select(C.id, C.replay_index, C.replay_bits).where(C.id.in_(credentials)).order_by(C.id).with_for_update()
+        )
+        stored = {row.id: (row.replay_index, row.replay_bits) for row in rows}
+        windows = dict(stored)
+        replayed = set()
+        for index, (_, _, credential, seqno) in enumerate(group):
+            if credential in windows and seqno is not None:
+                taken = take_seqno(windows[credential], seqno)
+                if taken is None:
+                    replayed.add(index)
+                else:
+                    windows[credential] = taken
+        return {c: w for c, w in windows.items() if w != stored[c]}, replayed
+
+    def keep_windows(self, session, windows: dict) -> None:
+        """Store the credentials' replay windows in the group's commit, so that what was let
+        through is refused as a replay after a restart, and by every other gateway process."""
         if windows:
             from parking.models import SensorCredential as C
 

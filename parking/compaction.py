@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from . import partitions
+from .partitions import drop_partition, is_partitioned, lock_partition, raw_partitions_before
 from .dbutil import chunks
 from .extensions import db
 from .history import MAX_RUN_SECONDS
@@ -87,10 +87,10 @@ def compact(now: float | None = None, everything: bool = False, stop: threading.
     result = CompactResult(cutoff=settle_cutoff(now, everything))
     stale = float(current_app.config["STALE_AFTER"])
     bay_ids = db.session.scalars(select(Bay.id).order_by(Bay.id)).all()
-    partitioned = partitions.is_partitioned(db.session)
+    partitioned = is_partitioned(db.session)
     db.session.commit()
     if partitioned:
-        for name, lo, hi in partitions.raw_partitions_before(db.session, result.cutoff):
+        for name, lo, hi in raw_partitions_before(db.session, result.cutoff):
             if stop.is_set():
                 break
             if not _fold_partition(name, lo, hi, bay_ids, stale, result):
@@ -138,11 +138,11 @@ def _fold_partition(name: str, lo: float, hi: float, bay_ids: Sequence[str], sta
     folded = CompactResult(cutoff=hi)
     try:
         _lock(session, shared=False)  # first: a late reading holding it shared may be about to insert here
-        partitions.lock_partition(session, name)
+        lock_partition(session, name)
         for step in chunks(bay_ids, BAYS_PER_STEP):
             # Rows of this day go with the partition; older ones (late, in the default partition) are deleted.
             _fold_bays(session, step, hi, stale, folded, delete_before=lo)
-        partitions.drop_partition(session, name)
+        drop_partition(session, name)
         session.commit()
     except OperationalError:
         session.rollback()

@@ -71,7 +71,9 @@ class Devices:
         if context is None:
             context = self.contexts[folder] = await aiocoap.Context.create_client_context()
             if folder is not None:
-                context.client_credentials.load_from_dict({base + "/*": {"oscore": {"basedir": str(folder) + "/"}}})
+                # Any port of the host: one device talks to several gateway processes with one context.
+                context.client_credentials.load_from_dict(
+                    {f"coap://{address[0]}:*": {"oscore": {"basedir": str(folder) + "/"}}})
         request = Message(code=Code.POST, uri=base + "/occupancy", payload=json.dumps(payload).encode(),
                           content_format=50)
         try:
@@ -334,3 +336,89 @@ def test_new_key_ids_arriving_together_are_read_in_batches(oscore_app):
             assert key is None
     assert found[0] is found[len(kids)]  # one context per key id, however many asked
     assert reads == [1, len(kids)], reads  # the first alone; all that came meanwhile in one read
+
+
+class Recorder:
+    """A UDP relay in front of a gateway that keeps every datagram the device sent through it:
+    what an attacker on the path captures, to replay later from anywhere."""
+
+    def __init__(self, target):
+        import socket
+
+        self.target = target
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(target)
+        self.back.settimeout(0.2)
+        self.front.settimeout(0.2)
+        self.captured: list[bytes] = []
+        self.device = None
+        self.running = True
+        self.threads = [threading.Thread(target=self._forward, daemon=True),
+                        threading.Thread(target=self._answer, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    @property
+    def address(self):
+        return self.front.getsockname()
+
+    def _forward(self):
+        while self.running:
+            try:
+                data, self.device = self.front.recvfrom(65536)
+            except OSError:
+                continue
+            self.captured.append(data)
+            self.back.send(data)
+
+    def _answer(self):
+        while self.running:
+            try:
+                data = self.back.recv(65536)
+            except OSError:
+                continue
+            if self.device is not None:
+                self.front.sendto(data, self.device)
+
+    def close(self):
+        self.running = False
+        for thread in self.threads:
+            thread.join(5)
+        self.front.close()
+        self.back.close()
+
+
+def test_a_replay_sent_to_another_gateway_process_is_refused(gateway, devices, tmp_path):
+    """Two gateway processes on one database, each with its own copy of a sensor's replay window:
+    a request captured on its way to one and replayed to the other is refused there (4.01), by
+    the window the writer reads from the database, and nothing of it is stored."""
+    import socket
+
+    first, second = gateway.start(), gateway.start()  # the fixture's own one stays unused
+    folder = provision(tmp_path, "sensor-1", ["PRW-001"])
+    at = lambda handle: ("127.0.0.1", handle.port)  # noqa: E731
+    # The second process meets the key first (and keeps a copy of its window from then on).
+    assert devices.post(at(second), folder, {"bay": "PRW-001", "occupied": True}).code == Code.CHANGED
+    # The next request goes to the first process, through a relay that records it.
+    relay = Recorder(at(first))
+    try:
+        assert devices.post(relay.address, folder, {"bay": "PRW-001", "occupied": False}).code == Code.CHANGED
+    finally:
+        relay.close()
+    assert relay.captured  # (more than one when the device had to retransmit: the same bytes)
+    before = stored()
+    assert len(before) == 2
+
+    # The attacker sends the captured datagram, as it was, to the second process.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        attacker.settimeout(10)
+        attacker.sendto(relay.captured[0], at(second))
+        answer = Message.decode(attacker.recv(65536))
+    assert answer.code == Code.UNAUTHORIZED and answer.payload == b"Replay detected"
+    assert stored() == before  # its reading, stamped at receipt, would have been a new one
+    # The sensor itself goes on, at either process.
+    assert devices.post(at(second), folder, {"bay": "PRW-001", "occupied": True}).code == Code.CHANGED
+    assert devices.post(at(first), folder, {"bay": "PRW-001", "occupied": False}).code == Code.CHANGED
+    assert len(stored()) == 4
