@@ -56,7 +56,7 @@ class CompactResult:
     readings: int = 0  # raw readings folded and removed
     runs_removed: int = 0  # runs refolded (extended or split by what was folded into them)
     runs_written: int = 0
-    bay_ids: set[str] = field(default_factory=set)  # bays that had readings to fold
+    bay_ids: set[str] = field(default_factory=set, repr=False)  # bays that had readings to fold
     partitions_dropped: int = 0  # PostgreSQL: whole days of raw readings folded and dropped
     seconds: float = 0.0
     stopped: bool = False  # ended early because the process is stopping
