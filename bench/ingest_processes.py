@@ -17,7 +17,7 @@ checkpointer and the other shared server processes are not included.
 Every 2.04 of these runs counts in the ingest benchmark's answered-against-stored check.
 
 By hand, only this part, on a database of its own (`<prefix>_processes`, dropped at the end, so a
-full ingest run elsewhere on the same PostgreSQL is not disturbed):
+full ingest run elsewhere on the same PostgreSQL is not disturbed), after one uncounted run:
 
     python -m bench.ingest_processes [--processes 1,2,4] [--rounds 3] [--seconds 15]
 """
@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             url, bays, _ = prepare_database("postgresql", cfg, workdir)
             (workdir / "bays.txt").write_text("\n".join(bays))
             load = Load(workdir / "bays.txt", cfg.timeout)
-            processes_figures(report, {}, free_udp_port(), load, cfg, workdir, url,
+            # One run not counted: on the fresh database the first one cost PostgreSQL 0.28-0.45
+            # cores against about 0.1 in the runs after (the new database's first writes; not
+            # looked into further), which would hold back the first round's --processes 1 alone.
+            # In the full ingest run the database has served the other runs before these.
+            port = free_udp_port()
+            gateway_processes(1, port, load, cfg, workdir, url, label="first")
+            processes_figures(report, {}, port, load, cfg, workdir, url,
                               lambda text: print(text, flush=True))
             stored, answered = stored_readings(url), load.ok.get(url, 0)
             report.add("ingest.postgresql.answered_2.04_not_stored", max(0, answered - stored), "req", "<=", 0,
