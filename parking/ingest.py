@@ -268,11 +268,16 @@ def _look_up(session: Session, readings: Sequence[SensorReading]) -> tuple[list[
     bay_ids = sorted({r.bay for r in readings})
     lo, hi = min(r.ts for r in readings), max(r.ts for r in readings)
     if session.get_bind().dialect.name == "postgresql" and hi - lo <= NARROW_BATCH and len(readings) <= SMALL_BATCH:
-        seqs = sorted({r.seq for r in readings if r.seq is not None})
+        # Each reading looks for its own duplicates (its bay, its ts or its seq within the
+        # window) instead of every stored row of the group's bays being compared with all the
+        # group's ts and seq values: that filter grew with the square of the group (a 192-request
+        # group cost the server 3.5 times a 64-request one per request).
         near, bays = fetch_together(session, [
-            ("SELECT bay_id, ts, occupied, seq FROM readings WHERE bay_id = ANY(%s::varchar[]) "
-             "AND ts BETWEEN %s AND %s AND (ts = ANY(%s::float8[]) OR seq = ANY(%s::bigint[]))",
-             (bay_ids, lo - SEQ_DUPLICATE_WINDOW, hi + SEQ_DUPLICATE_WINDOW, sorted({r.ts for r in readings}), seqs)),
+            ("SELECT r.bay_id, r.ts, r.occupied, r.seq FROM unnest(%s::varchar[], %s::float8[], %s::bigint[]) "
+             "AS n(bay, ts, seq) JOIN readings r ON r.bay_id = n.bay AND r.ts BETWEEN n.ts - %s AND n.ts + %s "
+             "AND (r.ts = n.ts OR r.seq = n.seq)",
+             ([r.bay for r in readings], [r.ts for r in readings], [r.seq for r in readings],
+              SEQ_DUPLICATE_WINDOW, SEQ_DUPLICATE_WINDOW)),
             ("SELECT id, state, last_ts, state_since, last_seen, battery FROM bays WHERE id = ANY(%s::varchar[])",
              (bay_ids,)),
         ])
