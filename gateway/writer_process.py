@@ -46,6 +46,8 @@ STATEMENT_MARGIN = 1.0
 # the writer's connection filled at the rate the database grew (≈3 MiB/min under load: RSS never
 # levelled off); the pages it needs per group (index leaves and bay rows) are a few hundred.
 WRITER_CACHE_KIB = 8 * 1024
+# A pooled PostgreSQL connection idle for longer than this (s) is pinged before the writer uses it.
+PING_AFTER_IDLE = 1.0
 # Set to a file name, the writer process profiles itself (cProfile) and dumps the stats there on
 # exit: used by `python -m bench.profile_gateway`.
 PROFILE_ENV = "PARKING_WRITER_PROFILE"
@@ -125,8 +127,10 @@ class GroupIngest:
 
     def __init__(self, app, lock_timeout: float):
         from parking import ingest
+        from parking.dbutil import Statements
 
         self.ingest = ingest
+        self.Statements = Statements
         self.app = app
         self.stale_after = float(app.config["STALE_AFTER"])
         self.backlog_days = float(app.config["MAX_BACKLOG_DAYS"])  # sensors' readings: bounded age
@@ -167,12 +171,15 @@ class GroupIngest:
                     outcomes[index] = UnknownBay(exc.message)
                 except ingest.InvalidReading as exc:
                     outcomes[index] = PayloadError(exc.message)
+            writes = self.Statements(session)
             if valid:
                 # One receipt time per group: its requests arrived within milliseconds of each other.
                 received_at = max(received_at for received_at, _ in jobs)
                 result = ingest.store(session, valid, received_at=received_at,
-                                      stale_after=self.stale_after, directory=self.directory)
+                                      stale_after=self.stale_after, directory=self.directory, writes=writes)
             self.keep_windows(session, windows)
+            # The group's inserts and updates with the COMMIT: one round trip on PostgreSQL.
+            writes.run(commit=True)
             session.commit()
         except Exception as exc:  # noqa: BLE001 - every failure must still answer every request
             _rollback(session)
@@ -365,6 +372,26 @@ def _first_line(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}"[:200]
 
 
+def _ping_if_idle(engine) -> None:
+    """Check out a connection idle for more than PING_AFTER_IDLE seconds only after a ping, as
+    pool_pre_ping does for every check-out: a connection the server ended meanwhile (a restart,
+    a failover) is replaced before a group is stored on it, not found dead by the group."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection, record) -> None:  # noqa: ARG001
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, proxy) -> None:  # noqa: ARG001
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001
+            # The pool's own answer to a dead connection: it is dropped and a new one tried.
+            raise DisconnectionError(f"connection gone while idle: {exc}") from exc
+
+
 def _writer_engine(config, lock_timeout: float):
     """The writer's own engine: one connection that waits at most `lock_timeout` for a lock.
 
@@ -378,8 +405,14 @@ def _writer_engine(config, lock_timeout: float):
     if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
         options.setdefault("pool_size", 1)
         options.setdefault("max_overflow", 1)
-    options.setdefault("pool_pre_ping", True)
+    postgresql = url.get_backend_name() == "postgresql"
+    # PostgreSQL: the check that a pooled connection still works (a ping, one round trip) only
+    # for a connection that sat idle; under load the writer takes its connection back every few
+    # milliseconds and would ping before every group (`_ping_if_idle`).
+    options["pool_pre_ping"] = not postgresql
     engine = create_engine(url, connect_args=connect_args, **options)
+    if postgresql:
+        _ping_if_idle(engine)
     if url.get_backend_name() == "sqlite":
 
         @event.listens_for(engine, "connect")
