@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from parking import MIGRATIONS_DIR, create_app
+from parking.dbutil import Statements
 from parking.extensions import db
 from parking.ingest import SensorReading, _insert_readings, ingest
 from parking.partitions import (
@@ -74,7 +75,9 @@ def _where(table: str) -> dict[float, str]:
 
 def _raw(rows: list[tuple[str, float, bool]]) -> None:
     """Insert readings (bay, ts, occupied) the way ingest does, received at their ts."""
-    _insert_readings(db.session, [(bay, ts, occ, None, ts) for bay, ts, occ in rows])
+    writes = Statements(db.session)
+    _insert_readings(writes, [(bay, ts, occ, None, ts) for bay, ts, occ in rows])
+    writes.run()
 
 
 def _run(bay: str, ts: float, last_ts: float, occupied: bool = True, readings: int = 3) -> None:
