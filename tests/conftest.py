@@ -181,9 +181,21 @@ def live_server(city):
     from waitress.server import create_server
 
     server = create_server(city, host="127.0.0.1", port=free_port(), threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def serve():
+        try:
+            server.run()
+        except (OSError, ValueError):
+            # Closing the sockets below while the loop sits in select() on them makes that select
+            # fail (EBADF) now and then: the end of serving, not an error, once we are stopping.
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
+    stopping.set()
     # Let the worker threads finish what they serve first: closing the trigger under a busy worker
     # makes it fail with EBADF in the background.
     server.task_dispatcher.shutdown()
