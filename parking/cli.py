@@ -79,7 +79,10 @@ def init_app(app: Flask) -> None:
         """Fold raw readings older than PARKING_RAW_RETENTION_DAYS into compact runs (figures unchanged)."""
         from .compaction import compact
 
-        result = compact(everything=everything)
+        def progress(edge, so_far):  # a first compaction of a city's weeks takes minutes
+            click.echo(f"  folded up to {iso_utc(edge)}: {so_far.readings} readings so far", err=True)
+
+        result = compact(everything=everything, progress=progress)
         click.echo(
             f"folded {result.readings} readings of {result.bays} bays into {result.runs_written} runs "
             f"(stamped before {iso_utc(result.cutoff)}) in {result.seconds:.2f} s"

@@ -22,7 +22,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -76,11 +76,13 @@ def settle_cutoff(now: float, everything: bool = False) -> float:
     return now - max(days * 86400.0, COMPACT_HORIZON)
 
 
-def compact(now: float | None = None, everything: bool = False, stop: threading.Event | None = None) -> CompactResult:
+def compact(now: float | None = None, everything: bool = False, stop: threading.Event | None = None,
+            progress: Callable[[float, CompactResult], None] | None = None) -> CompactResult:
     """Fold every raw reading stamped before the cutoff into runs, bay by bay (inside an app context).
 
     `stop` set (the process is shutting down) ends it after the transaction under way: what was
-    committed is folded, the rest waits for the next run (result.stopped)."""
+    committed is folded, the rest waits for the next run (result.stopped). `progress(edge, result)`
+    is called after each day (or partition) folded, `edge` the instant folded up to."""
     stop = stop or threading.Event()
     started = time.monotonic()
     now = time.time() if now is None else now
@@ -95,6 +97,8 @@ def compact(now: float | None = None, everything: bool = False, stop: threading.
                 break
             if not _fold_partition(name, lo, hi, bay_ids, stale, result):
                 break  # the day's locks were not to be had: the next run goes on from here
+            if progress is not None:
+                progress(hi, result)
     oldest = db.session.scalar(select(func.min(StoredReading.ts)).where(StoredReading.ts < result.cutoff))
     db.session.commit()
     if oldest is not None:
@@ -106,6 +110,8 @@ def compact(now: float | None = None, everything: bool = False, stop: threading.
                 if stop.is_set():
                     break
                 _fold_step(step, edge, stale, result)
+            if progress is not None and not stop.is_set():
+                progress(edge, result)
     result.stopped = stop.is_set()
     result.seconds = time.monotonic() - started
     return result
