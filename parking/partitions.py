@@ -90,13 +90,14 @@ def raw_partitions_before(session: Session, cutoff: float) -> list[tuple[str, fl
 
 
 def lock_partition(session: Session, name: str, timeout: float = LOCK_TIMEOUT) -> None:
-    """Lock one partition ACCESS EXCLUSIVE until the transaction ends, waiting at most `timeout` s.
+    """Lock one partition SHARE until the transaction ends, waiting at most `timeout` s.
 
-    No insert (a late reading) can then slip in between reading the partition and dropping it;
-    a lock that cannot be had in time raises (LockNotAvailable) and the caller rolls back."""
+    No insert (a late reading) can then slip in between reading the partition and dropping it,
+    while reports over that day go on reading it (the drop takes it whole only at the end); a
+    lock that cannot be had in time raises (LockNotAvailable) and the caller rolls back."""
     _check_partition(session, name)
     with _lock_timeout(session, timeout):
-        session.execute(text(f"LOCK TABLE {_quote(session, name)} IN ACCESS EXCLUSIVE MODE"))
+        session.execute(text(f"LOCK TABLE {_quote(session, name)} IN SHARE MODE"))
 
 
 def drop_partition(session: Session, name: str, timeout: float = LOCK_TIMEOUT) -> None:

@@ -205,6 +205,10 @@ def test_a_locked_partition_keeps_late_inserts_out_and_the_lock_wait_is_bounded(
             with pytest.raises(OperationalError, match="lock timeout"):
                 conn.execute(text("INSERT INTO readings (bay_id, ts, occupied, received_at)"
                                   " VALUES ('GAR-001', :ts, true, :ts)"), {"ts": day + 60})
+        with other.connect() as conn:  # a report over that day reads on while compaction folds it
+            conn.execute(text("SET lock_timeout = '300ms'"))
+            assert conn.execute(text("SELECT count(*) FROM readings WHERE ts >= :lo AND ts < :hi"),
+                                {"lo": day, "hi": day + DAY}).scalar() == 0
         db.session.rollback()
 
         # The other way round: a transaction holding the partition makes lock_partition give up in time.
