@@ -123,22 +123,24 @@ def states_before(lot_id: str, start: float) -> dict[str, bool]:
 
 
 def lot_stream(lot_id: str, start: float, end: float, batch: int = 1000) -> Iterator[list[tuple[str, float, bool]]]:
-    """(bay, ts, occupied) of every reading and run of the lot stamped in [start, end), in
-    storage order across bays, in lists of about `batch`: streamed, as a year of a lot is
-    millions of readings."""
+    """(bay, ts, occupied) of every reading and run of the lot stamped in [start, end), in ts
+    order, in lists of about `batch`: streamed, as a year of a lot is millions of readings.
+
+    Equal ts of several bays come in bay order, and of one bay in storage order: what compaction
+    changes (the ids of runs are new) never reorders the answer."""
     def rows(table, source: int):
         query = (
-            select(table.ts, literal(source), table.id, table.bay_id, table.occupied)
+            select(table.ts, table.bay_id, literal(source), table.id, table.occupied)
             .join(Bay, Bay.id == table.bay_id)
             .where(Bay.lot_id == lot_id, table.ts >= start, table.ts < end)
-            .order_by(table.ts, table.id)
+            .order_by(table.ts, table.bay_id, table.id)
             .execution_options(yield_per=5000)
         )
         with db.session.execute(query) as result:
             yield from result
 
     out: list[tuple[str, float, bool]] = []
-    for ts, _, _, bay_id, occupied in heapq.merge(rows(BayRun, 0), rows(StoredReading, 1)):
+    for ts, bay_id, _, _, occupied in heapq.merge(rows(BayRun, 0), rows(StoredReading, 1)):
         out.append((bay_id, ts, bool(occupied)))
         if len(out) >= batch:
             yield out

@@ -252,3 +252,17 @@ def test_the_scheduler_tells_a_running_job_to_stop_on_shutdown(city):
     assert not scheduling._stopping.is_set()
     scheduling.shutdown()
     assert scheduling._stopping.is_set()
+
+
+def test_readings_of_several_bays_at_one_instant_keep_their_order_in_the_events(city, client):
+    """Equal ts of two bays: the events CSV lists them in bay order, before compaction and after
+    (the runs' ids are new, so an order by id alone changed it)."""
+    t = datetime.datetime(2026, 10, 1, 8, tzinfo=datetime.timezone.utc).timestamp()
+    ingest([SensorReading("STR-002", True, t)], now=t + 86400)  # stored first
+    ingest([SensorReading("STR-001", True, t)], now=t + 86400)
+    query = {"from": "2026-10-01", "to": "2026-10-02"}
+    before = client.get("/api/lots/STREET/events.csv", query_string=query).data.decode().splitlines()
+    assert before[1:] == ["STR-001,2026-10-01T08:00:00+00:00,true", "STR-002,2026-10-01T08:00:00+00:00,true"]
+    compact(everything=True)
+    assert counts()[0] == 0
+    assert client.get("/api/lots/STREET/events.csv", query_string=query).data.decode().splitlines() == before
