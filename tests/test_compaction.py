@@ -170,54 +170,65 @@ def test_on_postgresql_a_settled_day_is_folded_and_its_partition_dropped():
     """The deployed layout: raw readings in daily partitions; compaction folds each settled day
     and drops its partition whole, and a late reading for a dropped day still counts."""
     from parking import create_app
-    from parking.cli import init_db
-    from parking.lots import import_lot_file
-    from parking.partitions import ensure_partitions, raw_partitions_before
 
-    from .conftest import CITY_FILE, empty_postgres_database
+    from .conftest import empty_postgres_database
 
     now = time.time()
     with empty_postgres_database("compaction") as url:
         app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "STALE_AFTER": 1800,
                           "SENSOR_AUTH": "none", "LOTS_SNAPSHOT_SECONDS": 0, "RAW_RETENTION_DAYS": 2})
         with app.app_context():
-            init_db()
-            import_lot_file(CITY_FILE, "Europe/Berlin")
-            ensure_partitions(db.session, now - 6 * 86400, now + 86400)
-            db.session.commit()
-            backfill(app, 5, now=now, seed=6)
-            client = app.test_client()
-            query = {"from": time.strftime("%Y-%m-%d", time.gmtime(now - 6 * 86400)),
-                     "to": time.strftime("%Y-%m-%d", time.gmtime(now + 86400))}
+            try:
+                _fold_and_drop_days(app, now)
+            finally:  # a failure must not leave a connection behind for another test to trip on
+                db.session.remove()
+                db.engine.dispose()
 
-            def seen():
-                return ([client.get(f"/api/lots/{lot}/events.csv", query_string=query).data for lot in LOTS],
-                        client.get("/api/reports/utilization.csv", query_string=query).data)
 
-            run_rollup()
-            before = seen()
-            raw_before = counts()[0]
-            days = raw_partitions_before(db.session, now - 2 * 86400)
-            db.session.commit()
-            assert len(days) >= 2
-            result = compact(now=now)
-            assert result.partitions_dropped == len(days)
-            assert raw_partitions_before(db.session, now - 2 * 86400) == []
-            raw, runs, folded = counts()
-            assert raw + folded == raw_before and runs > 0
-            mark_all()
-            run_rollup()
-            assert seen() == before
+def _fold_and_drop_days(app, now: float) -> None:
+    """The body of the test above, inside the app's context."""
+    from parking.cli import init_db
+    from parking.lots import import_lot_file
+    from parking.partitions import ensure_partitions, raw_partitions_before
 
-            # A late reading for a dropped day lands in the default partition and meets the runs.
-            lo = days[0][1]
-            late = ingest([SensorReading("STR-001", True, lo + 3600.5)], now=now)
-            assert late.received == 1
-            in_default = db.session.execute(
-                text("SELECT count(*) FROM readings_default WHERE ts = :ts"), {"ts": lo + 3600.5}).scalar()
-            assert in_default == late.stored
-            db.session.remove()
-            db.engine.dispose()
+    from .conftest import CITY_FILE
+
+    init_db()
+    import_lot_file(CITY_FILE, "Europe/Berlin")
+    ensure_partitions(db.session, now - 6 * 86400, now + 86400)
+    db.session.commit()
+    backfill(app, 5, now=now, seed=6)
+    client = app.test_client()
+    # Up to the hour before the current one: the hour under way changes as the clock moves on.
+    query = {"from": time.strftime("%Y-%m-%d", time.gmtime(now - 6 * 86400)),
+             "to": time.strftime("%Y-%m-%dT%H:00:00+00:00", time.gmtime(now - 3600))}
+
+    def seen():
+        return ([client.get(f"/api/lots/{lot}/events.csv", query_string=query).data for lot in LOTS],
+                client.get("/api/reports/utilization.csv", query_string=query).data)
+
+    run_rollup()
+    before = seen()
+    raw_before = counts()[0]
+    days = raw_partitions_before(db.session, now - 2 * 86400)
+    db.session.commit()
+    assert len(days) >= 2
+    result = compact(now=now)
+    assert result.partitions_dropped == len(days)
+    assert raw_partitions_before(db.session, now - 2 * 86400) == []
+    raw, runs, folded = counts()
+    assert raw + folded == raw_before and runs > 0
+    mark_all()
+    run_rollup()
+    assert seen() == before
+
+    # A late reading for a dropped day lands in the default partition and meets the runs.
+    lo = days[0][1]
+    late = ingest([SensorReading("STR-001", True, lo + 3600.5)], now=now)
+    assert late.received == 1
+    in_default = db.session.execute(
+        text("SELECT count(*) FROM readings_default WHERE ts = :ts"), {"ts": lo + 3600.5}).scalar()
+    assert in_default == late.stored
 
 
 class StopAfter:
